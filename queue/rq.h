@@ -1,0 +1,248 @@
+/* rq: the durable event queue of relay (LMDB + msgpack-c).
+ *
+ * This header is the manual. The on-disk format is documented in
+ * queue/FORMAT.md and owned by this library alone.
+ *
+ * Model
+ * -----
+ * An event is appended as a record with a sequence number (seq), strictly
+ * increasing over the life of the environment. Records wait in the ready
+ * queue until a publisher leases them, then are acked (removed), nacked
+ * (attempts+1, retried later) or dead-lettered (moved to the DLQ with a
+ * reason). The DLQ keeps the original body and can be replayed.
+ *
+ * Durability
+ * ----------
+ * Writes happen in a write batch (rq_txn): any mix of appends, acks, nacks
+ * and dead-letters, committed with ONE LMDB commit. rq_txn_commit() returns
+ * only after the data is on disk: LMDB's full durability is kept (no
+ * MDB_NOSYNC, no MDB_NOMETASYNC, no MDB_WRITEMAP). This is the "fsync before
+ * 2xx" of relayd: its group commit calls it once per batch of requests.
+ *
+ * Threads and processes
+ * ---------------------
+ * One writer at a time per environment (LMDB's rule): rq_txn_* calls belong
+ * to one thread at a time. Reads (lease, stats, DLQ listing) may run on any
+ * thread concurrently with the writer and never keep a read transaction
+ * open after they return. Another process may open the same directory with
+ * RQ_OPEN_READONLY (relayctl) while relayd writes. Leases are in-memory
+ * state of the opening process: after a crash, every record is ready again
+ * (at-least-once).
+ *
+ * Errors
+ * ------
+ * 0 on success; a negative errno (-ENOMEM, -EIO, -ENOSPC, -EACCES, ...) for
+ * system errors; RQ_E* codes below for queue conditions. rq_strerror() names
+ * any of them. After an error from an rq_txn_* call other than
+ * RQ_DUPLICATE, the batch can only be aborted.
+ */
+#ifndef RQ_H
+#define RQ_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Library error codes: one reserved negative range, one string table. */
+#define RQ_ERRNO_MAP(X)                                                     \
+  X(RQ_MAP_FULL, -30900, "queue map is full (RELAY_QUEUE_MAX_BYTES)")      \
+  X(RQ_NOTFOUND, -30901, "no such record")                                 \
+  X(RQ_DUPLICATE, -30902, "webhook id already seen within the dedup window") \
+  X(RQ_CORRUPT, -30903, "record could not be decoded")                     \
+  X(RQ_VERSION, -30904, "queue was written by a newer, unknown format")    \
+  X(RQ_READONLY, -30905, "environment is open read-only")                  \
+  X(RQ_TOO_BIG, -30906, "record larger than the queue can hold")           \
+  X(RQ_BAD_TXN, -30907, "batch already failed; it can only be aborted")
+
+enum {
+#define RQ_X(name, code, msg) name = code,
+  RQ_ERRNO_MAP(RQ_X)
+#undef RQ_X
+};
+
+/* Returns a static string for any return code of this library. */
+const char *rq_strerror(int err);
+
+/* ---- Records --------------------------------------------------------- */
+
+/* One event. On append the caller fills it with borrowed pointers; records
+ * returned by the library (lease, DLQ get/list) own their memory and are
+ * released with rq_record_free(). String fields are NUL-terminated; NULL or
+ * "" means absent. */
+typedef struct rq_record {
+  uint64_t seq;            /* assigned by rq_txn_append() */
+  int64_t received_ms;     /* wall clock, ms since epoch */
+  const uint8_t *body;     /* exact raw event bytes (after gzip inflation) */
+  size_t body_len;
+  const char *webhook_id;      /* X-Webhook-Id */
+  const char *webhook_attempt; /* X-Webhook-Attempt */
+  const char *api_key;         /* X-Api-Key */
+  const char *type, *cid, *channel_type, *channel_id, *user_id;
+  /* Retry state. */
+  uint32_t attempts;
+  int64_t next_attempt_ms;     /* 0 = due now */
+  int64_t first_attempt_ms;    /* 0 = never attempted */
+  int64_t last_attempt_ms;
+  const char *last_error;
+  /* DLQ state (records from the DLQ only). */
+  const char *dlq_reason;      /* "too_large", "rejected", "expired", "corrupt" */
+  const char *dlq_code;        /* AWS error code, e.g. "InvalidParameter" */
+  const char *dlq_message;
+  int64_t dlq_time_ms;
+  void *owned_;                /* library-owned storage; do not touch */
+} rq_record;
+
+void rq_record_free(rq_record *r);            /* frees owned storage of r */
+void rq_records_free(rq_record *rs, size_t n); /* frees each, then the array */
+
+/* ---- Environment ----------------------------------------------------- */
+
+typedef struct rq_env rq_env;
+
+#define RQ_OPEN_READONLY 0x1 /* relayctl: read stats and the DLQ only */
+
+typedef struct {
+  uint64_t map_size;        /* bytes; 0 = 4 GiB. Also the hard size cap. */
+  uint32_t dedup_window_s;  /* 0 = 600 */
+  uint32_t high_watermark_pct; /* 0 = 90: rq_over_watermark() threshold */
+  unsigned flags;           /* RQ_OPEN_* */
+} rq_options;
+
+/* Opens (creating if needed, unless read-only) the environment in directory
+ * `dir`, which must exist. Clears stale reader slots of dead processes.
+ * Errors: -ENOENT (no dir, or read-only and no queue there), -EACCES,
+ * RQ_VERSION, -EAGAIN (another relayd holds the writer lock: a second
+ * writer process refuses to start), others from LMDB as -errno. */
+int rq_env_open(rq_env **out, const char *dir, const rq_options *opts);
+/* Closes the environment. No call on it may be running. */
+void rq_env_close(rq_env *env);
+
+/* ---- Write batches (one LMDB commit, one fsync) ---------------------- */
+
+typedef struct rq_txn rq_txn;
+
+/* Starts a write batch. Also prunes a bounded number of expired dedup
+ * entries, so the index stays small without a separate job. */
+int rq_txn_begin(rq_env *env, rq_txn **out);
+
+/* Appends `rec` (seq is assigned and written to *seq_out when non-NULL).
+ * If rec->webhook_id is set and was seen within the dedup window (in this
+ * batch too), nothing is stored and RQ_DUPLICATE is returned; the batch
+ * stays usable. Errors: RQ_MAP_FULL (batch unusable), -EINVAL. */
+int rq_txn_append(rq_txn *t, const rq_record *rec, uint64_t *seq_out);
+
+/* Appends `rec` straight into the DLQ with `reason` (e.g. "too_large").
+ * Dedup applies as for rq_txn_append(). */
+int rq_txn_append_dead(rq_txn *t, const rq_record *rec, const char *reason,
+                       const char *code, const char *message, uint64_t *seq_out);
+
+/* Removes a ready record (SNS accepted it) and releases its lease.
+ * RQ_NOTFOUND if it is not in the ready queue (already acked): harmless. */
+int rq_txn_ack(rq_txn *t, uint64_t seq);
+
+/* Records a failed attempt: attempts+1, first/last attempt times,
+ * next_attempt_ms, last_error; releases the lease. RQ_NOTFOUND as above. */
+int rq_txn_nack(rq_txn *t, uint64_t seq, int64_t now_ms, int64_t next_attempt_ms,
+                const char *error);
+
+/* Moves a ready record to the DLQ with reason/code/message (counting this
+ * attempt) and releases its lease. RQ_NOTFOUND as above. */
+int rq_txn_dead(rq_txn *t, uint64_t seq, int64_t now_ms, const char *reason,
+                const char *code, const char *message);
+
+/* Commits the batch durably; returns only when it is on disk. On any error
+ * (RQ_MAP_FULL, -ENOSPC, -EIO, ...) nothing of the batch is stored, and the
+ * environment stays usable for the next batch. The handle is freed either
+ * way. */
+int rq_txn_commit(rq_txn *t);
+/* Drops the batch; nothing of it is stored. Frees the handle. */
+void rq_txn_abort(rq_txn *t);
+
+/* Test seam (SQLite-style I/O fault injection): when set, called just before
+ * each commit; a non-zero return (e.g. -ENOSPC, -EIO) aborts the batch and is
+ * returned by rq_txn_commit() as if the sync had failed. NULL to clear. */
+typedef int (*rq_commit_hook)(void *arg);
+void rq_set_commit_hook(rq_env *env, rq_commit_hook hook, void *arg);
+
+/* ---- Reading the ready queue ------------------------------------------ */
+
+#define RQ_LEASE_FIFO 0x1 /* at most one record per group (cid, else type)
+                             in flight, and only the oldest of its group */
+
+/* Leases up to `max` ready records that are due (next_attempt_ms <= now_ms)
+ * and not already leased by this process, oldest seq first. With
+ * RQ_LEASE_FIFO, a group whose oldest record is leased or not yet due yields
+ * nothing, so a group is published strictly in seq order. Returns the number
+ * leased (0..max) and an array in *out (free with rq_records_free()), or a
+ * negative error. No read transaction stays open after return. */
+int rq_lease(rq_env *env, int64_t now_ms, size_t max, unsigned flags, rq_record **out);
+/* Releases a lease without changing the record (e.g. on shutdown). */
+void rq_release(rq_env *env, uint64_t seq);
+/* Number of records currently leased by this process. */
+size_t rq_leased_count(rq_env *env);
+/* Earliest next_attempt_ms among ready, unleased records (0 if one is due
+ * now, INT64_MAX if none): lets the drainer sleep until then. */
+int64_t rq_next_due_ms(rq_env *env);
+
+/* Is the webhook id in the dedup window? 1 yes, 0 no, <0 error. */
+int rq_dedup_seen(rq_env *env, const char *webhook_id, int64_t now_ms);
+
+/* ---- Stats and capacity ------------------------------------------------ */
+
+typedef struct {
+  uint64_t ready, ready_bytes;      /* bytes = stored body bytes */
+  uint64_t inflight;                /* leased by this process */
+  uint64_t dlq, dlq_bytes;
+  int64_t oldest_ready_ms;          /* received_ms of the oldest ready, 0 none */
+  uint64_t appended_total, acked_total, dead_lettered_total; /* across restarts */
+  uint64_t duplicates_total;
+  uint64_t map_used, map_size;      /* bytes in live pages / configured map */
+  uint64_t dedup_entries;
+} rq_stats;
+
+int rq_stat(rq_env *env, rq_stats *out);
+/* 1 when live data is at or above the high watermark (ingest answers 503),
+ * 0 below, <0 error. Cheap: safe to call per request batch. */
+int rq_over_watermark(rq_env *env);
+
+/* ---- Dead-letter queue ------------------------------------------------ */
+
+typedef struct {
+  const char *reason;   /* NULL = any */
+  const char *type;     /* NULL = any */
+  uint64_t after_seq;   /* paging: only ids > after_seq */
+  size_t limit;         /* 0 = no limit */
+} rq_dlq_filter;
+
+/* Lists DLQ records matching `f` (bodies included), in id order. Returns
+ * the count and the array in *out (rq_records_free()), or an error. */
+int rq_dlq_list(rq_env *env, const rq_dlq_filter *f, rq_record **out);
+/* Gets one DLQ record by id (its seq). RQ_NOTFOUND if absent. */
+int rq_dlq_get(rq_env *env, uint64_t id, rq_record *out);
+/* Moves DLQ records back to the ready queue (attempts reset, new seq so
+ * they go to the tail), in one durable batch per call. ids==NULL means all
+ * records matching `f` (f==NULL: all). *moved (may be NULL) gets the count.
+ * Missing ids are skipped (counted in *missing when non-NULL). */
+int rq_dlq_replay(rq_env *env, const uint64_t *ids, size_t nids, const rq_dlq_filter *f,
+                  size_t *moved, size_t *missing);
+/* Deletes DLQ records, same selection rules as replay. */
+int rq_dlq_purge(rq_env *env, const uint64_t *ids, size_t nids, const rq_dlq_filter *f,
+                 size_t *purged, size_t *missing);
+
+/* ---- Maintenance ------------------------------------------------------ */
+
+typedef struct {
+  uint64_t records;      /* ready + DLQ records walked */
+  uint64_t corrupt;      /* undecodable records moved to the DLQ as "corrupt" */
+  uint64_t order_errors; /* keys out of order or seq >= next seq */
+} rq_verify_report;
+
+/* Walks every record, decodes it and checks ordering. Undecodable ready
+ * records are quarantined to the DLQ (reason "corrupt", raw bytes kept as the
+ * body) instead of failing. Problems go to `report`; returns 0 unless the
+ * walk itself failed. Needs a writable environment to quarantine. */
+int rq_verify(rq_env *env, rq_verify_report *report);
+
+/* Clears reader slots left by dead processes; returns how many. */
+int rq_reader_check(rq_env *env);
+
+#endif
