@@ -12,10 +12,8 @@ jobs=$(nproc)
 select=(-LE long)
 [ "${RELAY_TEST_LONG:-0}" = 1 ] && select=()
 
-cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build build -j"$jobs"
-cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DRELAY_SANITIZE=ON >/dev/null
-cmake --build build-asan -j"$jobs"
+bash tools/build.sh build
+bash tools/build.sh build-asan -DCMAKE_BUILD_TYPE=Debug -DRELAY_SANITIZE=ON
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}

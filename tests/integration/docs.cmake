@@ -1,0 +1,3 @@
+relay_script_test(NAME docs.config_keys_documented
+  COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/docs-config-keys.sh
+  LABELS integration TIMEOUT 30)
