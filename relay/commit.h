@@ -46,6 +46,7 @@ struct commit_op {
   commit_op *next_;          /* internal */
 };
 
+/* commits counts every batch written, failed ones included. */
 typedef struct {
   uint64_t commits, failed_commits, ops;
   uint64_t last_batch_ops;
@@ -67,7 +68,10 @@ void committer_set_observer(committer *c, void (*fn)(void *arg, unsigned ops, do
                                                      int result), void *arg);
 void committer_get_stats(const committer *c, commit_stats *out);
 /* Commits whatever is queued, answers it, stops the thread, closes the
- * libuv handles, then calls done(arg) on the loop thread and frees c. */
+ * libuv handles, then calls done(arg) on the loop thread and frees c.
+ * Operations submitted after close() in the same loop iteration (e.g. by
+ * callbacks) are still committed; ones submitted after the last commit
+ * while the handles close are answered with -ECANCELED before done. */
 void committer_close(committer *c, void (*done)(void *arg), void *arg);
 
 #endif

@@ -5,6 +5,17 @@
  * (KEY=VALUE lines, '#' comments), defaults. Unknown keys and bad values
  * stop start-up with one line naming the key. Secrets are never printed.
  *
+ * Details: `--key=value` and `--key value` both work; a boolean flag alone
+ * (`--insecure-no-signature`) means 1. An empty value at any level means
+ * "unset" (the default applies). File lines may be `export KEY=VALUE`, and
+ * values may be quoted; an unquoted " #" starts a comment. Sizes take
+ * K/KiB, M/MiB, G/GiB, T/TiB (binary; "GB" is refused as ambiguous).
+ * RELAY_* environment variables that are not relayd settings but come from
+ * Kubernetes service links (RELAY_SERVICE_*, RELAY_PORT*) or the project's
+ * test harness (RELAY_BIN_DIR, RELAY_SHARED_DIR, RELAY_SOURCE_DIR,
+ * RELAY_SANITIZE, RELAY_TEST_*) are ignored; any other unknown one stops
+ * start-up.
+ *
  * Keys beyond SPEC (tunables an operator may need; documented in README):
  *   RELAY_HTTP_MAX_CONNECTIONS (1024), RELAY_HTTP_HEADER_TIMEOUT_MS (10000),
  *   RELAY_HTTP_BODY_TIMEOUT_MS (30000), RELAY_HTTP_IDLE_TIMEOUT_MS (60000),
@@ -15,6 +26,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 typedef struct {
   char *api_key;
@@ -61,5 +73,19 @@ size_t cfg_secrets_for(const relay_config *c, const char *api_key, const cfg_app
 
 /* Parses sizes like "4GiB", "512MiB", "262144" into bytes. 0 or -EINVAL. */
 int cfg_parse_bytes(const char *s, uint64_t *out);
+
+/* Like cfg_load, but the environment is a NULL-terminated "KEY=VALUE" array
+ * (envp NULL = none). cfg_load(getenv_fn = NULL) uses `environ` this way.
+ * Only with an enumerable environment can unknown RELAY_* variables be
+ * refused; with a getenv_fn, only the known keys are looked up. */
+int cfg_load_envp(relay_config *c, int argc, char **argv, char *const *envp, char *err,
+                  size_t errlen);
+
+/* Parses a listen address as accepted in RELAY_LISTEN / RELAY_ADMIN_LISTEN:
+ * "IPv4:port", "[IPv6]:port" or "localhost:port" (port 0..65535; 0 = any
+ * free port). Fills *out (AF_INET or AF_INET6). 0 or -EINVAL. */
+int cfg_parse_listen(const char *s, struct sockaddr_storage *out);
+/* 1 when the address is a loopback one (127/8, ::1). */
+int cfg_listen_is_loopback(const struct sockaddr_storage *a);
 
 #endif
