@@ -5,8 +5,19 @@
  * against AWS's published vectors.
  *
  * Errors: 0 on success; -EINVAL for a malformed request (missing method,
- * path, region, service or credentials; a header name that is empty);
- * -ENOMEM when an allocation fails.
+ * path, region, service or credentials; no "host" header; a header name that
+ * is empty or not a token; CR or LF in a header value; a caller-supplied
+ * X-Amz-Date, or X-Amz-Security-Token / x-amz-content-sha256 that the signer
+ * would add itself; a time before year 0 or after 9999); -ENOMEM when an
+ * allocation fails; -EIO when libcrypto fails.
+ *
+ * Canonical form, as the AWS vectors and SDKs do it for every service but S3:
+ * header names lowercased and sorted (stable), values trimmed with inner runs
+ * of blanks collapsed to one space, repeated headers joined with ',' in the
+ * order given; the path has dot segments and empty segments removed and is
+ * then percent-encoded as given (so "%20" on the wire is signed as "%2520",
+ * like botocore and aws-c-auth); the query is decoded and re-encoded and
+ * sorted. No S3 mode (no path normalisation opt-out, no UNSIGNED-PAYLOAD).
  */
 #ifndef RELAY_SIGV4_H
 #define RELAY_SIGV4_H
@@ -73,6 +84,11 @@ typedef struct {
   sigv4_header add[3];
   size_t nadd;
   char *add_storage;
+  /* Only from sigv4_presign(): the query string to send (without '?'): the
+   * request's own query, then X-Amz-Algorithm, -Credential, -Date,
+   * -SignedHeaders, -Expires, -Security-Token and -Signature. NULL otherwise;
+   * presigning leaves `authorization` NULL and `nadd` 0. */
+  char *presigned_query;
 } sigv4_result;
 
 /* Signs `req` with `creds`. `cache` may be NULL (the key is derived every
@@ -81,6 +97,18 @@ typedef struct {
 int sigv4_sign(const sigv4_request *req, const sigv4_credentials *creds,
                sigv4_key_cache *cache, sigv4_result *out);
 void sigv4_result_free(sigv4_result *r);
+
+/* Query-string ("presigned URL") signing: the credentials, date and signed
+ * header list travel as X-Amz-* query parameters and nothing is added to the
+ * headers. `expires` is X-Amz-Expires in seconds (1..604800). The session
+ * token is in the signed query when req->sign_session_token, else appended
+ * after the signature; sign_body_header is ignored. The payload hash is the
+ * body's SHA-256, as aws-c-auth's vectors expect. Same errors as sigv4_sign. */
+int sigv4_presign(const sigv4_request *req, const sigv4_credentials *creds,
+                  sigv4_key_cache *cache, long expires, sigv4_result *out);
+
+/* Wipes a cache (the derived key is secret material) and marks it empty. */
+void sigv4_key_cache_clear(sigv4_key_cache *cache);
 
 /* Building blocks, exposed for tests and fuzzing. Each returns a malloc'd
  * NUL-terminated string or NULL on allocation failure. */
