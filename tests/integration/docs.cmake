@@ -1,3 +1,6 @@
 relay_script_test(NAME docs.config_keys_documented
   COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/docs-config-keys.sh
   LABELS integration TIMEOUT 30)
+relay_script_test(NAME docs.demo_once
+  COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/demo-once.sh
+  LABELS integration TIMEOUT 300)
