@@ -10,6 +10,7 @@
 #define RELAY_METRICS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* A webhook request that was accepted (stored, or a duplicate). */
 void metrics_event_received(void);
@@ -26,5 +27,45 @@ void metrics_commit(unsigned ops, double seconds, int result);
  * overall outcome ("ok", "retry", "throttled", "permanent", "config",
  * "unreachable"); messages = entries in it. */
 void metrics_publish(const char *result, unsigned messages, double seconds);
+
+/* ---- Scrape time ------------------------------------------------------ */
+
+/* Values read when /metrics is scraped (queue from rq_stat(), drainer from
+ * drain.h). Filled by the admin module; metrics.c stays free of both. */
+typedef struct {
+  int have_queue;                    /* 0: queue gauges are left out */
+  uint64_t queue_depth, queue_bytes; /* ready records / stored body bytes */
+  uint64_t inflight;                 /* leased by this process */
+  uint64_t dlq_depth, dlq_bytes;
+  double oldest_age_s; /* oldest ready record; 0 when empty */
+  uint64_t appended_total, acked_total, dead_lettered_total, duplicates_total;
+  uint64_t map_used, map_size;
+  int ready;                             /* what /readyz answers: 1 ready */
+  const char *drainer_state;             /* "running" ...; NULL: gauges left out */
+  unsigned concurrency, concurrency_max; /* drainer's current limit and ceiling */
+  unsigned requests_in_flight;           /* SNS requests now in flight */
+} metrics_scrape;
+
+/* Renders the Prometheus text exposition format (version 0.0.4): process
+ * counters and histograms from the hooks above plus the scrape values.
+ * *out is malloc'd and NUL-terminated (free() it). Returns 0 or -ENOMEM.
+ * Loop thread only, like the hooks. */
+int metrics_render(const metrics_scrape *s, char **out, size_t *len);
+
+/* Counter values for /v1/stats (since this process started). */
+typedef struct {
+  uint64_t received, rejected, published_ok_messages, publish_requests;
+  uint64_t commits, failed_commits;
+} metrics_totals;
+void metrics_get_totals(metrics_totals *out);
+
+/* Messages per second accepted by SNS (requests with result "ok") and
+ * webhook events received, averaged over the last `window_s` seconds
+ * (1..60), for relayctl stats. */
+double metrics_publish_rate(unsigned window_s);
+double metrics_receive_rate(unsigned window_s);
+
+/* Forgets everything (tests). */
+void metrics_reset(void);
 
 #endif
