@@ -60,7 +60,20 @@ typedef struct {
  * credentials (errbuf explains which sources were tried); -EACCES when a
  * source answered with an error (errbuf has the AWS code); -ETIMEDOUT,
  * -ECONNREFUSED for endpoints that did not answer; -EPROTO for garbage.
- * On error *out is NULL and errbuf (may be NULL) holds one line. */
+ * Also: -EINVAL for an incomplete or contradictory setup (a key id without
+ * its secret, a token file without AWS_ROLE_ARN, role_arn without a source,
+ * a cyclic source_profile chain, plain-http FULL_URI off the host, a bad
+ * region name); -ENOTSUP for profiles that use credential_process or SSO;
+ * -EHOSTUNREACH, -EIO for other transport failures; -errno for unreadable
+ * files.
+ * On error *out is NULL and errbuf (may be NULL) holds one line.
+ *
+ * The environment (through getenv_fn) is read once, here; token files and
+ * the shared files are re-read on every refresh, so rotated tokens work.
+ * Profiles may use aws_access_key_id/aws_secret_access_key/aws_session_token,
+ * role_arn with source_profile or credential_source (Environment,
+ * EcsContainer, Ec2InstanceMetadata) or web_identity_token_file, and
+ * external_id, role_session_name, duration_seconds. */
 int creds_provider_new(creds_provider **out, const creds_options *opts,
                        char *errbuf, size_t errlen);
 /* Copies the current credentials (thread-safe, never blocks on I/O).
