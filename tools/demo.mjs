@@ -35,7 +35,7 @@ const samples = ['message.new.json', 'reaction.new.json', 'message.new-unicode.j
   'user.banned.json', 'message.new-too-large.json'];
 const apiKey = 'demo-key';
 const secret = crypto.randomBytes(16).toString('hex');
-const say = (s) => console.log(`\x1b[1m==> ${s}\x1b[0m`);
+const say = (s) => console.log(process.stdout.isTTY ? `\x1b[1m==> ${s}\x1b[0m` : `==> ${s}`);
 
 say('starting the SNS/SQS emulator (fauxqs) on loopback');
 const fx = await startFauxqs({ filterTypes: ['message.new'] });

@@ -4,3 +4,6 @@ relay_script_test(NAME docs.config_keys_documented
 relay_script_test(NAME docs.demo_once
   COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/demo-once.sh
   LABELS integration TIMEOUT 300)
+relay_script_test(NAME docs.docker_runtime_libs
+  COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/docker-runtime-libs.sh
+  LABELS integration TIMEOUT 60)
