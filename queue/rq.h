@@ -33,8 +33,40 @@
  * ------
  * 0 on success; a negative errno (-ENOMEM, -EIO, -ENOSPC, -EACCES, ...) for
  * system errors; RQ_E* codes below for queue conditions. rq_strerror() names
- * any of them. After an error from an rq_txn_* call other than
- * RQ_DUPLICATE, the batch can only be aborted.
+ * any of them. Some errors of rq_txn_* calls only refuse that one call and
+ * leave the batch usable: RQ_DUPLICATE, RQ_NOTFOUND, RQ_TOO_BIG, -EINVAL, and
+ * RQ_MAP_FULL from the append cap (see Capacity). Any other error poisons the
+ * batch: later calls return RQ_BAD_TXN, rq_txn_commit() returns the first
+ * error and stores nothing. rq_txn_status() tells which case you are in;
+ * aborting after any error is always correct.
+ *
+ * Capacity
+ * --------
+ * Appends (and DLQ replays) are refused with RQ_MAP_FULL once live data
+ * would pass map_size minus a reserve (map_size/32, at least 256 KiB, at
+ * most a quarter). The reserve keeps acks, nacks and dead-letters working
+ * in a full queue: they need a few fresh pages (copy-on-write) even though
+ * they free space, so a full queue can always drain. LMDB itself may still
+ * run out of pages (fragmentation, readers pinning old pages): that also
+ * returns RQ_MAP_FULL, poisons the batch, and leaves committed data and the
+ * environment intact. data.mdb grows ahead of LMDB in zero-filled steps
+ * (map_size/64, 256 KiB to 8 MiB) so that commits rarely extend the file;
+ * it never grows past map_size, and under steady append+ack it stops growing
+ * because freed pages are reused.
+ *
+ * Caveats
+ * -------
+ * - A write batch holds LMDB's writer lock from rq_txn_begin() until its
+ *   commit/abort. rq_dlq_replay(), rq_dlq_purge() and rq_verify() run their
+ *   own batch: from another thread they wait for the current one; from the
+ *   thread that has a batch open they deadlock.
+ * - Do not open the same directory twice in one process (LMDB's rule), not
+ *   even read-only. After fork(), the child must not use the parent's env.
+ * - A reader that keeps an old snapshot (a stuck process with a read
+ *   transaction open) stops LMDB from reusing the pages freed since: the
+ *   map can fill although little data is live. Reader slots of dead
+ *   processes are cleared at open and every 1024 commits.
+ * - Only the writing process knows its leases; relayctl's inflight is 0.
  */
 #ifndef RQ_H
 #define RQ_H
@@ -67,7 +99,8 @@ const char *rq_strerror(int err);
 /* One event. On append the caller fills it with borrowed pointers; records
  * returned by the library (lease, DLQ get/list) own their memory and are
  * released with rq_record_free(). String fields are NUL-terminated; NULL or
- * "" means absent. */
+ * "" means absent. In returned records the body is followed by a NUL byte
+ * too (not counted in body_len), so it can be handed to a C JSON parser. */
 typedef struct rq_record {
   uint64_t seq;            /* assigned by rq_txn_append() */
   int64_t received_ms;     /* wall clock, ms since epoch */
@@ -127,7 +160,11 @@ int rq_txn_begin(rq_env *env, rq_txn **out);
 /* Appends `rec` (seq is assigned and written to *seq_out when non-NULL).
  * If rec->webhook_id is set and was seen within the dedup window (in this
  * batch too), nothing is stored and RQ_DUPLICATE is returned; the batch
- * stays usable. Errors: RQ_MAP_FULL (batch unusable), -EINVAL. */
+ * stays usable. The dedup clock is rec->received_ms (0: the wall clock).
+ * The caller's retry/DLQ fields are ignored: a record enters fresh.
+ * Errors: RQ_MAP_FULL (append cap reached: this record refused, batch
+ * usable; or LMDB full: batch poisoned, see rq_txn_status()), RQ_TOO_BIG
+ * (body over half the append cap; batch usable), -EINVAL. */
 int rq_txn_append(rq_txn *t, const rq_record *rec, uint64_t *seq_out);
 
 /* Appends `rec` straight into the DLQ with `reason` (e.g. "too_large").
@@ -151,9 +188,14 @@ int rq_txn_dead(rq_txn *t, uint64_t seq, int64_t now_ms, const char *reason,
 
 /* Commits the batch durably; returns only when it is on disk. On any error
  * (RQ_MAP_FULL, -ENOSPC, -EIO, ...) nothing of the batch is stored, and the
- * environment stays usable for the next batch. The handle is freed either
- * way. */
+ * environment stays usable for the next batch. A poisoned batch is not
+ * committed: its first error is returned. The handle is freed either way.
+ * Leases of the records acked/nacked/dead-lettered in the batch are
+ * released after the commit, whether it succeeded or not (on failure those
+ * records are ready again: at-least-once). */
 int rq_txn_commit(rq_txn *t);
+/* 0 while the batch is usable, else the error that poisoned it. */
+int rq_txn_status(const rq_txn *t);
 /* Drops the batch; nothing of it is stored. Frees the handle. */
 void rq_txn_abort(rq_txn *t);
 
@@ -173,7 +215,12 @@ void rq_set_commit_hook(rq_env *env, rq_commit_hook hook, void *arg);
  * RQ_LEASE_FIFO, a group whose oldest record is leased or not yet due yields
  * nothing, so a group is published strictly in seq order. Returns the number
  * leased (0..max) and an array in *out (free with rq_records_free()), or a
- * negative error. No read transaction stays open after return. */
+ * negative error. No read transaction stays open after return. Records that
+ * do not decode are skipped (rq_verify() quarantines them). A lease ends
+ * with rq_release() or when a batch acking/nacking/dead-lettering it ends
+ * (commit or abort): a concurrent lease never hands out a record that a
+ * just-committed ack removed. Cost: a scan from the oldest ready record,
+ * O(leased + not-due + max) records. */
 int rq_lease(rq_env *env, int64_t now_ms, size_t max, unsigned flags, rq_record **out);
 /* Releases a lease without changing the record (e.g. on shutdown). */
 void rq_release(rq_env *env, uint64_t seq);
@@ -182,6 +229,10 @@ size_t rq_leased_count(rq_env *env);
 /* Earliest next_attempt_ms among ready, unleased records (0 if one is due
  * now, INT64_MAX if none): lets the drainer sleep until then. */
 int64_t rq_next_due_ms(rq_env *env);
+/* Same with lease flags: with RQ_LEASE_FIFO, only the oldest record of each
+ * group counts, and a group whose oldest record is leased counts as not due
+ * (it becomes due when that lease is acked, nacked or released). */
+int64_t rq_next_due_ms_flags(rq_env *env, unsigned flags);
 
 /* Is the webhook id in the dedup window? 1 yes, 0 no, <0 error. */
 int rq_dedup_seen(rq_env *env, const char *webhook_id, int64_t now_ms);
@@ -220,8 +271,13 @@ int rq_dlq_list(rq_env *env, const rq_dlq_filter *f, rq_record **out);
 int rq_dlq_get(rq_env *env, uint64_t id, rq_record *out);
 /* Moves DLQ records back to the ready queue (attempts reset, new seq so
  * they go to the tail), in one durable batch per call. ids==NULL means all
- * records matching `f` (f==NULL: all). *moved (may be NULL) gets the count.
- * Missing ids are skipped (counted in *missing when non-NULL). */
+ * records matching `f` (f==NULL: all; f->limit and f->after_seq page through
+ * a large DLQ, a few thousand records per call keeps each batch small and
+ * lets a caller show progress). *moved (may be NULL) gets the count.
+ * Missing ids are skipped (counted in *missing when non-NULL). Replayed
+ * records count against the append cap (RQ_MAP_FULL, nothing moved);
+ * they are not checked against the dedup index. Needs a writable env
+ * (RQ_READONLY). */
 int rq_dlq_replay(rq_env *env, const uint64_t *ids, size_t nids, const rq_dlq_filter *f,
                   size_t *moved, size_t *missing);
 /* Deletes DLQ records, same selection rules as replay. */

@@ -1,0 +1,1187 @@
+/* rq: environment, write batches, leases, stats. See rq.h and FORMAT.md. */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "rq_internal.h"
+
+#define RQ_DEFAULT_MAP (4ull << 30)
+#define RQ_READER_CHECK_EVERY 1024 /* commits between stale-reader sweeps */
+#define RQ_DEDUP_PRUNE_MAX 256     /* expired dedup entries removed per batch */
+#define RQ_DEDUP_KEY_MAX 400       /* LMDB keys are limited to 511 bytes */
+
+static const char META_FORMAT[] = "format";
+static const char META_COUNTERS[] = "counters";
+
+const char *rq_strerror(int err) {
+  switch (err) {
+#define RQ_X(name, code, msg) \
+  case name:                  \
+    return msg;
+    RQ_ERRNO_MAP(RQ_X)
+#undef RQ_X
+    case 0:
+      return "success";
+    default:
+      break;
+  }
+  if (err < 0 && err > -4096) return strerror(-err);
+  return "unknown error";
+}
+
+int rq_mdb_err(int rc) {
+  switch (rc) {
+    case MDB_SUCCESS:
+      return 0;
+    case MDB_MAP_FULL:
+      return RQ_MAP_FULL;
+    case MDB_NOTFOUND:
+      return RQ_NOTFOUND;
+    case MDB_CORRUPTED:
+    case MDB_PAGE_NOTFOUND:
+      return RQ_CORRUPT;
+    case MDB_VERSION_MISMATCH:
+    case MDB_INVALID:
+      return RQ_VERSION;
+    case MDB_READERS_FULL:
+      return -EBUSY;
+    case MDB_TXN_FULL:
+    case MDB_BAD_VALSIZE:
+      return RQ_TOO_BIG;
+    default:
+      if (rc > 0) return -rc;
+      return -EIO;
+  }
+}
+
+int64_t rq_now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void rq_put_be64(uint8_t out[8], uint64_t x) {
+  for (int i = 7; i >= 0; i--) {
+    out[i] = (uint8_t)x;
+    x >>= 8;
+  }
+}
+
+uint64_t rq_get_be64(const void *p) {
+  const uint8_t *b = p;
+  uint64_t x = 0;
+  for (int i = 0; i < 8; i++) x = (x << 8) | b[i];
+  return x;
+}
+
+/* ---- lease set ----------------------------------------------------------- */
+
+static size_t seq_hash(uint64_t s, size_t cap) {
+  return (size_t)((s * 0x9E3779B97F4A7C15ull) >> 17) & (cap - 1);
+}
+
+static bool seqset_has(const rq_seqset *s, uint64_t seq) {
+  if (!s->n) return false;
+  for (size_t i = seq_hash(seq, s->cap);; i = (i + 1) & (s->cap - 1)) {
+    if (s->slots[i] == seq) return true;
+    if (s->slots[i] == 0) return false;
+  }
+}
+
+static int seqset_add(rq_seqset *s, uint64_t seq) {
+  if ((s->n + 1) * 2 > s->cap) {
+    size_t ncap = s->cap ? s->cap * 2 : 256;
+    uint64_t *ns = calloc(ncap, sizeof *ns);
+    if (!ns) return -ENOMEM;
+    for (size_t i = 0; i < s->cap; i++) {
+      uint64_t v = s->slots[i];
+      if (!v) continue;
+      size_t j = seq_hash(v, ncap);
+      while (ns[j]) j = (j + 1) & (ncap - 1);
+      ns[j] = v;
+    }
+    free(s->slots);
+    s->slots = ns;
+    s->cap = ncap;
+  }
+  size_t i = seq_hash(seq, s->cap);
+  while (s->slots[i] && s->slots[i] != seq) i = (i + 1) & (s->cap - 1);
+  if (!s->slots[i]) {
+    s->slots[i] = seq;
+    s->n++;
+  }
+  return 0;
+}
+
+/* Deletion with backward shift keeps probe chains intact without tombstones. */
+static void seqset_del(rq_seqset *s, uint64_t seq) {
+  if (!s->n) return;
+  size_t mask = s->cap - 1, i = seq_hash(seq, s->cap);
+  while (s->slots[i] != seq) {
+    if (!s->slots[i]) return;
+    i = (i + 1) & mask;
+  }
+  s->slots[i] = 0;
+  s->n--;
+  for (size_t j = (i + 1) & mask; s->slots[j]; j = (j + 1) & mask) {
+    size_t h = seq_hash(s->slots[j], s->cap);
+    /* Move j back to the hole when its home is not within (i, j]. */
+    if ((j > i && (h <= i || h > j)) || (j < i && (h <= i && h > j))) {
+      s->slots[i] = s->slots[j];
+      s->slots[j] = 0;
+      i = j;
+    }
+  }
+}
+
+/* ---- meta ---------------------------------------------------------------- */
+
+int rq_counters_load(rq_env *env, MDB_txn *txn, rq_counters *c) {
+  MDB_val k = {sizeof META_COUNTERS - 1, (void *)META_COUNTERS}, v;
+  memset(c, 0, sizeof *c);
+  int rc = mdb_get(txn, env->db_meta, &k, &v);
+  if (rc == MDB_NOTFOUND) {
+    c->next_seq = 1;
+    return 0;
+  }
+  if (rc) return rq_mdb_err(rc);
+  rq_rd r = {v.mv_data, (const uint8_t *)v.mv_data + v.mv_size};
+  uint32_t n;
+  uint64_t ver;
+  if (rq_rd_array(&r, &n) || n < 10 || rq_rd_uint(&r, &ver) || ver < 1) return RQ_CORRUPT;
+  uint64_t *f[] = {&c->next_seq,    &c->appended,    &c->acked,     &c->dead,     &c->duplicates,
+                   &c->ready_count, &c->ready_bytes, &c->dlq_count, &c->dlq_bytes};
+  for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
+    if (rq_rd_uint(&r, f[i])) return RQ_CORRUPT;
+  if (c->next_seq == 0) c->next_seq = 1;
+  return 0;
+}
+
+int rq_counters_store(rq_env *env, MDB_txn *txn, const rq_counters *c) {
+  uint8_t buf[10 * 9 + 1];
+  /* Small fixed encoding by hand: array of 10 uint64 (0xcf + 8 bytes). */
+  uint8_t *p = buf;
+  *p++ = 0x9a;
+  const uint64_t vals[10] = {1,
+                             c->next_seq,
+                             c->appended,
+                             c->acked,
+                             c->dead,
+                             c->duplicates,
+                             c->ready_count,
+                             c->ready_bytes,
+                             c->dlq_count,
+                             c->dlq_bytes};
+  for (int i = 0; i < 10; i++) {
+    *p++ = 0xcf;
+    rq_put_be64(p, vals[i]);
+    p += 8;
+  }
+  MDB_val k = {sizeof META_COUNTERS - 1, (void *)META_COUNTERS}, v = {(size_t)(p - buf), buf};
+  return rq_mdb_err(mdb_put(txn, env->db_meta, &k, &v, 0));
+}
+
+/* Live pages: everything reachable from the meta page. Reading the DB
+ * records is O(1) per DB (no tree walk), so this is cheap enough to run
+ * after every commit. */
+uint64_t rq_used_bytes_in(rq_env *env, MDB_txn *txn) {
+  MDB_dbi dbis[] = {
+      0,           1, env->db_ready, env->db_state, env->db_dlq, env->db_dedup, env->db_dedup_time,
+      env->db_meta};
+  uint64_t pages = 2; /* the two meta pages */
+  unsigned psize = 4096;
+  for (size_t i = 0; i < sizeof dbis / sizeof dbis[0]; i++) {
+    MDB_stat st;
+    if (mdb_stat(txn, dbis[i], &st) == 0) {
+      pages += st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages;
+      psize = st.ms_psize;
+    }
+  }
+  return pages * psize;
+}
+
+/* ---- open/close ------------------------------------------------------------ */
+
+static int open_dbis(rq_env *env, MDB_txn *txn, unsigned flags) {
+  struct {
+    const char *name;
+    MDB_dbi *dbi;
+  } dbs[] = {
+      {"ready", &env->db_ready}, {"state", &env->db_state},           {"dlq", &env->db_dlq},
+      {"dedup", &env->db_dedup}, {"dedup_time", &env->db_dedup_time}, {"meta", &env->db_meta}};
+  for (size_t i = 0; i < sizeof dbs / sizeof dbs[0]; i++) {
+    int rc = mdb_dbi_open(txn, dbs[i].name, flags, dbs[i].dbi);
+    if (rc == MDB_NOTFOUND) return -ENOENT;
+    if (rc) return rq_mdb_err(rc);
+  }
+  return 0;
+}
+
+static int last_key(MDB_txn *txn, MDB_dbi dbi, uint64_t *out) {
+  MDB_cursor *c;
+  MDB_val k, v;
+  *out = 0;
+  int rc = mdb_cursor_open(txn, dbi, &c);
+  if (rc) return rq_mdb_err(rc);
+  rc = mdb_cursor_get(c, &k, &v, MDB_LAST);
+  if (rc == 0 && k.mv_size == 8) *out = rq_get_be64(k.mv_data);
+  mdb_cursor_close(c);
+  return rc == 0 || rc == MDB_NOTFOUND ? 0 : rq_mdb_err(rc);
+}
+
+/* Checks the layout version; on a writable env initialises a new queue and
+ * makes sure next_seq is above every stored key (seqs are never reused). */
+static int init_layout(rq_env *env, MDB_txn *txn) {
+  MDB_val k = {sizeof META_FORMAT - 1, (void *)META_FORMAT}, v;
+  int rc = mdb_get(txn, env->db_meta, &k, &v);
+  if (rc == 0) {
+    rq_rd r = {v.mv_data, (const uint8_t *)v.mv_data + v.mv_size};
+    uint64_t ver;
+    if (rq_rd_uint(&r, &ver)) return RQ_CORRUPT;
+    if (ver > RQ_FORMAT_VERSION) return RQ_VERSION;
+  } else if (rc != MDB_NOTFOUND) {
+    return rq_mdb_err(rc);
+  } else if (!env->readonly) {
+    uint8_t b = RQ_FORMAT_VERSION; /* positive fixint */
+    MDB_val fv = {1, &b};
+    if ((rc = mdb_put(txn, env->db_meta, &k, &fv, 0))) return rq_mdb_err(rc);
+  }
+  if (env->readonly) return 0;
+  rq_counters c;
+  if ((rc = rq_counters_load(env, txn, &c))) return rc;
+  uint64_t lr, ld;
+  if ((rc = last_key(txn, env->db_ready, &lr)) || (rc = last_key(txn, env->db_dlq, &ld))) return rc;
+  uint64_t need = (lr > ld ? lr : ld) + 1;
+  if (c.next_seq < need) c.next_seq = need;
+  return rq_counters_store(env, txn, &c);
+}
+
+int rq_env_open(rq_env **out, const char *dir, const rq_options *opts) {
+  static const rq_options defaults;
+  if (!out || !dir) return -EINVAL;
+  *out = NULL;
+  if (!opts) opts = &defaults;
+  struct stat st;
+  if (stat(dir, &st) != 0) return -errno;
+  if (!S_ISDIR(st.st_mode)) return -ENOTDIR;
+
+  rq_env *env = calloc(1, sizeof *env);
+  if (!env) return -ENOMEM;
+  env->lock_fd = -1;
+  env->readonly = (opts->flags & RQ_OPEN_READONLY) != 0;
+  env->dedup_window_ms = (int64_t)(opts->dedup_window_s ? opts->dedup_window_s : 600) * 1000;
+  env->watermark_pct = opts->high_watermark_pct ? opts->high_watermark_pct : 90;
+  if (env->watermark_pct > 100) env->watermark_pct = 100;
+  pthread_mutex_init(&env->mu, NULL);
+
+  char path[PATH_MAX];
+  int rc;
+  if (!env->readonly) {
+    /* LMDB lets two processes write in turn; relayd must not share its
+     * queue with a second relayd, so the writer holds an exclusive flock.
+     * Read-only openers (relayctl) do not take it. */
+    if (snprintf(path, sizeof path, "%s/writer.lock", dir) >= (int)sizeof path) {
+      rc = -ENAMETOOLONG;
+      goto fail;
+    }
+    env->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (env->lock_fd < 0) {
+      rc = -errno;
+      goto fail;
+    }
+    if (flock(env->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+      rc = errno == EWOULDBLOCK ? -EAGAIN : -errno;
+      goto fail;
+    }
+  } else {
+    if (snprintf(path, sizeof path, "%s/data.mdb", dir) >= (int)sizeof path) {
+      rc = -ENAMETOOLONG;
+      goto fail;
+    }
+    if (access(path, F_OK) != 0) {
+      rc = -ENOENT;
+      goto fail;
+    }
+  }
+
+  if ((rc = mdb_env_create(&env->mdb))) goto fail_mdb;
+  if ((rc = mdb_env_set_maxdbs(env->mdb, 8))) goto fail_mdb;
+  if ((rc = mdb_env_set_maxreaders(env->mdb, 254))) goto fail_mdb;
+  if (!env->readonly) {
+    env->map_size = opts->map_size ? opts->map_size : RQ_DEFAULT_MAP;
+    if ((rc = mdb_env_set_mapsize(env->mdb, env->map_size))) goto fail_mdb;
+  }
+  /* MDB_NOTLS: read transactions are not tied to a thread (lease on the
+   * loop thread, stats from the admin thread). Full sync on purpose: no
+   * MDB_NOSYNC, MDB_NOMETASYNC, MDB_WRITEMAP or MDB_MAPASYNC. */
+  if ((rc = mdb_env_open(env->mdb, dir, MDB_NOTLS | (env->readonly ? MDB_RDONLY : 0), 0600)))
+    goto fail_mdb;
+  MDB_envinfo info;
+  mdb_env_info(env->mdb, &info);
+  env->map_size = info.me_mapsize;
+  /* Appends stop short of the map so that acks, nacks and dead-letters,
+   * which need a few fresh pages to copy-on-write, can always commit:
+   * a full map must never keep the drainer from freeing space. */
+  uint64_t reserve = env->map_size / 32;
+  if (reserve < (256u << 10)) reserve = 256u << 10;
+  if (reserve > env->map_size / 4) reserve = env->map_size / 4;
+  env->append_cap = env->map_size - reserve;
+  env->grow_chunk = env->map_size / 64;
+  if (env->grow_chunk < (256u << 10)) env->grow_chunk = 256u << 10;
+  if (env->grow_chunk > (8u << 20)) env->grow_chunk = 8u << 20;
+  int dead;
+  mdb_reader_check(env->mdb, &dead);
+
+  MDB_txn *txn;
+  if ((rc = mdb_txn_begin(env->mdb, NULL, env->readonly ? MDB_RDONLY : 0, &txn))) goto fail_mdb;
+  rc = open_dbis(env, txn, env->readonly ? 0 : MDB_CREATE);
+  if (!rc) rc = init_layout(env, txn);
+  if (rc) {
+    mdb_txn_abort(txn);
+    goto fail;
+  }
+  atomic_store(&env->used_bytes, rq_used_bytes_in(env, txn));
+  /* Commit (also for the read-only txn) so the DB handles outlive it. */
+  if ((rc = mdb_txn_commit(txn))) goto fail_mdb;
+  *out = env;
+  return 0;
+
+fail_mdb:
+  rc = rq_mdb_err(rc);
+fail:
+  if (env->mdb) mdb_env_close(env->mdb);
+  if (env->lock_fd >= 0) close(env->lock_fd);
+  pthread_mutex_destroy(&env->mu);
+  free(env);
+  return rc;
+}
+
+static void txn_free(rq_txn *t) {
+  if (!t) return;
+  msgpack_sbuffer_destroy(&t->sb);
+  free(t->release);
+  free(t);
+}
+
+void rq_env_close(rq_env *env) {
+  if (!env) return;
+  txn_free(env->spare);
+  mdb_env_close(env->mdb);
+  free(env->zeros);
+  if (env->lock_fd >= 0) close(env->lock_fd); /* drops the flock */
+  pthread_mutex_destroy(&env->mu);
+  free(env->leased.slots);
+  free(env);
+}
+
+int rq_reader_check(rq_env *env) {
+  int dead = 0;
+  int rc = mdb_reader_check(env->mdb, &dead);
+  return rc ? rq_mdb_err(rc) : dead;
+}
+
+void rq_set_commit_hook(rq_env *env, rq_commit_hook hook, void *arg) {
+  pthread_mutex_lock(&env->mu);
+  env->hook = hook;
+  env->hook_arg = arg;
+  pthread_mutex_unlock(&env->mu);
+}
+
+/* ---- write batches ----------------------------------------------------------- */
+
+int rq_txn_status(const rq_txn *t) {
+  return t ? t->failed : -EINVAL;
+}
+
+int rq_txn_fail(rq_txn *t, int err) {
+  if (!t->failed) t->failed = err;
+  return err;
+}
+
+/* Expired dedup entries go in small bites at the start of each batch: the
+ * index stays bounded without a background job or a long write. */
+static int prune_dedup(rq_txn *t) {
+  rq_env *env = t->env;
+  int64_t cutoff = rq_now_ms() - env->dedup_window_ms;
+  MDB_cursor *c;
+  int rc = mdb_cursor_open(t->txn, env->db_dedup_time, &c);
+  if (rc) return rq_mdb_err(rc);
+  MDB_val k, v;
+  int n = 0;
+  for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0 && n < RQ_DEDUP_PRUNE_MAX;
+       rc = mdb_cursor_get(c, &k, &v, MDB_NEXT), n++) {
+    if (k.mv_size < 8 || (int64_t)rq_get_be64(k.mv_data) >= cutoff) break;
+    MDB_val id = {k.mv_size - 8, (uint8_t *)k.mv_data + 8}, ts;
+    if (mdb_get(t->txn, env->db_dedup, &id, &ts) == 0 && ts.mv_size == 8 &&
+        memcmp(ts.mv_data, k.mv_data, 8) == 0) {
+      if ((rc = mdb_del(t->txn, env->db_dedup, &id, NULL))) break;
+    }
+    if ((rc = mdb_cursor_del(c, 0))) break;
+  }
+  mdb_cursor_close(c);
+  return rc == 0 || rc == MDB_NOTFOUND ? 0 : rq_mdb_err(rc);
+}
+
+/* Keeps data.mdb a few MiB longer than LMDB's last page, zero-filled and
+ * synced ahead of time. LMDB extends its file page by page as it commits;
+ * every commit that extends the file makes fdatasync() flush the inode and
+ * the block allocation too (an extra synchronous write). Growing in big,
+ * already durable steps keeps commits to plain overwrites of allocated
+ * blocks. Only bytes past the current end of file are written, while we
+ * hold LMDB's writer lock and no other writer process can exist (flock), so
+ * no LMDB page is ever touched. Failure is harmless: LMDB grows the file
+ * itself as before. */
+static void grow_ahead(rq_env *env) {
+  MDB_envinfo info;
+  MDB_stat st;
+  if (mdb_env_info(env->mdb, &info) || mdb_env_stat(env->mdb, &st)) return;
+  uint64_t need = ((uint64_t)info.me_last_pgno + 1) * st.ms_psize;
+  if (env->file_end >= need + env->grow_chunk / 4) return;
+  int fd;
+  struct stat fst;
+  if (mdb_env_get_fd(env->mdb, &fd) || fstat(fd, &fst)) return;
+  env->file_end = (uint64_t)fst.st_size;
+  uint64_t target = need + env->grow_chunk;
+  if (target > env->map_size) target = env->map_size;
+  if (env->file_end >= target || env->file_end >= need + env->grow_chunk / 4) return;
+  if (!env->zeros && !(env->zeros = calloc(1, 1u << 20))) return;
+  uint64_t off = env->file_end;
+  while (off < target) {
+    size_t n = target - off > (1u << 20) ? (1u << 20) : (size_t)(target - off);
+    ssize_t w = pwrite(fd, env->zeros, n, (off_t)off);
+    if (w <= 0) break;
+    off += (uint64_t)w;
+  }
+  if (fdatasync(fd) == 0) env->file_end = off;
+}
+
+static int txn_begin(rq_env *env, rq_txn **out, bool prune) {
+  *out = NULL;
+  if (env->readonly) return RQ_READONLY;
+  if (atomic_load(&env->commits) % RQ_READER_CHECK_EVERY == RQ_READER_CHECK_EVERY - 1) {
+    int dead;
+    mdb_reader_check(env->mdb, &dead);
+  }
+  MDB_txn *txn;
+  int rc = mdb_txn_begin(env->mdb, NULL, 0, &txn);
+  if (rc) return rq_mdb_err(rc);
+  /* From here on we hold LMDB's writer lock, which also guards env->spare. */
+  grow_ahead(env);
+  rq_txn *t = env->spare;
+  env->spare = NULL;
+  if (!t) {
+    t = calloc(1, sizeof *t);
+    if (!t) {
+      mdb_txn_abort(txn);
+      return -ENOMEM;
+    }
+    msgpack_sbuffer_init(&t->sb);
+    msgpack_packer_init(&t->pk, &t->sb, msgpack_sbuffer_write);
+  }
+  t->env = env;
+  t->txn = txn;
+  t->failed = 0;
+  t->dirty = false;
+  t->nrelease = 0;
+  t->used_est = rq_used_bytes_in(env, txn);
+  if ((rc = rq_counters_load(env, txn, &t->c)) || (prune && (rc = prune_dedup(t)))) {
+    mdb_txn_abort(txn);
+    env->spare = t;
+    return rc;
+  }
+  *out = t;
+  return 0;
+}
+
+int rq_txn_begin(rq_env *env, rq_txn **out) {
+  if (!env || !out) return -EINVAL;
+  return txn_begin(env, out, true);
+}
+
+int rq_txn_begin_internal(rq_env *env, rq_txn **out) {
+  return txn_begin(env, out, false);
+}
+
+/* Ends the LMDB transaction. The handle is parked for reuse (or freed)
+ * while we still hold LMDB's writer lock, since the next writer may take it
+ * the moment the txn ends. Leases of acked/nacked/dead records are released
+ * only after the commit: a lease scan holds env->mu across its snapshot, so
+ * it either sees the record gone or still leased (see rq_lease). On failure
+ * they are released too: the records are ready again (at-least-once). */
+static int txn_end(rq_txn *t, bool commit) {
+  rq_env *env = t->env;
+  MDB_txn *txn = t->txn;
+  uint64_t *rel = t->release;
+  size_t nrel = t->nrelease;
+  t->release = NULL;
+  t->nrelease = t->caprelease = 0;
+  t->txn = NULL;
+  if (t->sb.alloc > (1u << 20)) { /* do not keep a huge buffer around */
+    msgpack_sbuffer_destroy(&t->sb);
+    msgpack_sbuffer_init(&t->sb);
+  }
+  if (!env->spare)
+    env->spare = t;
+  else
+    txn_free(t);
+  int rc = 0;
+  if (commit)
+    rc = mdb_txn_commit(txn);
+  else
+    mdb_txn_abort(txn);
+  if (nrel) {
+    pthread_mutex_lock(&env->mu);
+    for (size_t i = 0; i < nrel; i++) seqset_del(&env->leased, rel[i]);
+    pthread_mutex_unlock(&env->mu);
+  }
+  free(rel);
+  return rc;
+}
+
+void rq_txn_abort(rq_txn *t) {
+  if (t) txn_end(t, false);
+}
+
+int rq_txn_commit(rq_txn *t) {
+  if (!t) return -EINVAL;
+  rq_env *env = t->env;
+  int rc = t->failed;
+  if (!rc && t->dirty) rc = rq_counters_store(env, t->txn, &t->c);
+  if (!rc) {
+    pthread_mutex_lock(&env->mu);
+    rq_commit_hook hook = env->hook;
+    void *arg = env->hook_arg;
+    pthread_mutex_unlock(&env->mu);
+    if (hook) rc = hook(arg);
+  }
+  if (rc) {
+    txn_end(t, false);
+    return rc;
+  }
+  uint64_t used = rq_used_bytes_in(env, t->txn);
+  rc = txn_end(t, true);
+  if (rc == 0) {
+    atomic_store(&env->used_bytes, used);
+    atomic_fetch_add(&env->commits, 1);
+  }
+  return rq_mdb_err(rc);
+}
+
+static int add_release(rq_txn *t, uint64_t seq) {
+  if (t->nrelease == t->caprelease) {
+    size_t ncap = t->caprelease ? t->caprelease * 2 : 64;
+    uint64_t *n = realloc(t->release, ncap * sizeof *n);
+    if (!n) return -ENOMEM;
+    t->release = n;
+    t->caprelease = ncap;
+  }
+  t->release[t->nrelease++] = seq;
+  return 0;
+}
+
+int rq_txn_put_view(rq_txn *t, MDB_dbi dbi, uint64_t seq, const rq_view *v, unsigned flags,
+                    bool state_only) {
+  msgpack_sbuffer_clear(&t->sb);
+  int rc = state_only ? rq_encode_state(&t->pk, v) : rq_encode(&t->pk, v);
+  if (rc) return rc;
+  if (t->sb.size > t->env->map_size / 2) return RQ_TOO_BIG;
+  uint8_t kb[8];
+  rq_put_be64(kb, seq);
+  MDB_val k = {8, kb}, val = {t->sb.size, t->sb.data};
+  rc = mdb_put(t->txn, dbi, &k, &val, flags);
+  if (rc == MDB_KEYEXIST && (flags & MDB_APPEND)) /* defensive: fall back to a plain put */
+    rc = mdb_put(t->txn, dbi, &k, &val, flags & ~(unsigned)MDB_APPEND);
+  if (rc) return rq_txn_fail(t, rq_mdb_err(rc));
+  return 0;
+}
+
+int rq_txn_cap_check(rq_txn *t, size_t add) {
+  /* Per record plus B-tree overhead; exact recount only near the cap. */
+  uint64_t need = (uint64_t)add + 64;
+  if (t->used_est + need > t->env->append_cap) {
+    t->used_est = rq_used_bytes_in(t->env, t->txn);
+    if (t->used_est + need > t->env->append_cap) return RQ_MAP_FULL;
+  }
+  t->used_est += need;
+  return 0;
+}
+
+/* Dedup key: the id itself, or for very long ids a prefix plus a 64-bit
+ * FNV-1a hash of the whole id (LMDB keys are limited to 511 bytes). */
+static size_t dedup_key(const char *id, uint8_t *buf) {
+  size_t n = strlen(id);
+  if (n <= RQ_DEDUP_KEY_MAX) {
+    memcpy(buf, id, n);
+    return n;
+  }
+  uint64_t h = 1469598103934665603ull;
+  for (size_t i = 0; i < n; i++) h = (h ^ (uint8_t)id[i]) * 1099511628211ull;
+  memcpy(buf, id, RQ_DEDUP_KEY_MAX - 8);
+  rq_put_be64(buf + RQ_DEDUP_KEY_MAX - 8, h);
+  return RQ_DEDUP_KEY_MAX;
+}
+
+static int dedup_check_in(rq_env *env, MDB_txn *txn, const char *id, int64_t now_ms) {
+  uint8_t kb[RQ_DEDUP_KEY_MAX];
+  MDB_val k = {dedup_key(id, kb), kb}, v;
+  int rc = mdb_get(txn, env->db_dedup, &k, &v);
+  if (rc == MDB_NOTFOUND) return 0;
+  if (rc) return rq_mdb_err(rc);
+  if (v.mv_size != 8) return 0;
+  int64_t seen = (int64_t)rq_get_be64(v.mv_data);
+  return now_ms - seen < env->dedup_window_ms ? 1 : 0;
+}
+
+/* Records (or refreshes) id at now_ms in both dedup indexes. */
+static int dedup_record(rq_txn *t, const char *id, int64_t now_ms) {
+  rq_env *env = t->env;
+  uint8_t kb[RQ_DEDUP_KEY_MAX + 8];
+  size_t kn = dedup_key(id, kb + 8);
+  MDB_val k = {kn, kb + 8}, old;
+  int rc = mdb_get(t->txn, env->db_dedup, &k, &old);
+  if (rc == 0 && old.mv_size == 8) {
+    memcpy(kb, old.mv_data, 8);
+    MDB_val tk = {kn + 8, kb};
+    rc = mdb_del(t->txn, env->db_dedup_time, &tk, NULL);
+    if (rc && rc != MDB_NOTFOUND) return rq_txn_fail(t, rq_mdb_err(rc));
+  } else if (rc && rc != MDB_NOTFOUND) {
+    return rq_txn_fail(t, rq_mdb_err(rc));
+  }
+  rq_put_be64(kb, (uint64_t)now_ms);
+  MDB_val v = {8, kb};
+  if ((rc = mdb_put(t->txn, env->db_dedup, &k, &v, 0))) return rq_txn_fail(t, rq_mdb_err(rc));
+  MDB_val tk = {kn + 8, kb}, empty = {0, ""};
+  if ((rc = mdb_put(t->txn, env->db_dedup_time, &tk, &empty, 0)))
+    return rq_txn_fail(t, rq_mdb_err(rc));
+  return 0;
+}
+
+/* Shared by append and append_dead: checks dedup, assigns the seq. */
+static int append_common(rq_txn *t, const rq_record *rec, uint64_t *seq, int64_t *now) {
+  if (!t || !rec) return -EINVAL;
+  if (t->failed) return RQ_BAD_TXN;
+  if (!rec->body && rec->body_len) return -EINVAL;
+  *now = rec->received_ms ? rec->received_ms : rq_now_ms();
+  if (rec->webhook_id && *rec->webhook_id) {
+    int rc = dedup_check_in(t->env, t->txn, rec->webhook_id, *now);
+    if (rc < 0) return rq_txn_fail(t, rc);
+    if (rc == 1) {
+      t->c.duplicates++;
+      t->dirty = true;
+      return RQ_DUPLICATE;
+    }
+  }
+  if ((uint64_t)rec->body_len > t->env->append_cap / 2) return RQ_TOO_BIG;
+  int rc = rq_txn_cap_check(t, rec->body_len + 256);
+  if (rc) return rc; /* the batch stays usable */
+  *seq = t->c.next_seq;
+  return 0;
+}
+
+int rq_txn_append(rq_txn *t, const rq_record *rec, uint64_t *seq_out) {
+  uint64_t seq;
+  int64_t now;
+  int rc = append_common(t, rec, &seq, &now);
+  if (rc) return rc;
+  rq_view v;
+  rq_view_from_record(&v, rec);
+  rq_view_set_num(&v, RQ_F_SEQ, (int64_t)seq);
+  /* A record enters the queue fresh: retry and DLQ state belong to the
+   * queue, not to the caller. */
+  rq_view_clear(&v, RQ_F_ATTEMPTS);
+  rq_view_clear(&v, RQ_F_NEXT_ATTEMPT);
+  rq_view_clear(&v, RQ_F_FIRST_ATTEMPT);
+  rq_view_clear(&v, RQ_F_LAST_ATTEMPT);
+  rq_view_clear(&v, RQ_F_LAST_ERROR);
+  rq_view_clear(&v, RQ_F_DLQ_REASON);
+  rq_view_clear(&v, RQ_F_DLQ_CODE);
+  rq_view_clear(&v, RQ_F_DLQ_MESSAGE);
+  rq_view_clear(&v, RQ_F_DLQ_TIME);
+  /* Seqs only grow, so MDB_APPEND: no search, pages filled completely. */
+  if ((rc = rq_txn_put_view(t, t->env->db_ready, seq, &v, MDB_APPEND, false))) return rc;
+  if (rec->webhook_id && *rec->webhook_id && (rc = dedup_record(t, rec->webhook_id, now)))
+    return rc;
+  t->c.next_seq++;
+  t->c.appended++;
+  t->c.ready_count++;
+  t->c.ready_bytes += rec->body_len;
+  t->dirty = true;
+  if (seq_out) *seq_out = seq;
+  return 0;
+}
+
+int rq_txn_append_dead(rq_txn *t, const rq_record *rec, const char *reason, const char *code,
+                       const char *message, uint64_t *seq_out) {
+  uint64_t seq;
+  int64_t now;
+  int rc = append_common(t, rec, &seq, &now);
+  if (rc) return rc;
+  rq_view v;
+  rq_view_from_record(&v, rec);
+  rq_view_set_num(&v, RQ_F_SEQ, (int64_t)seq);
+  rq_view_set_str(&v, RQ_F_DLQ_REASON, reason, reason ? strlen(reason) : 0);
+  rq_view_set_str(&v, RQ_F_DLQ_CODE, code, code ? strlen(code) : 0);
+  rq_view_set_str(&v, RQ_F_DLQ_MESSAGE, message, message ? strlen(message) : 0);
+  rq_view_set_num(&v, RQ_F_DLQ_TIME, rq_now_ms());
+  if ((rc = rq_txn_put_view(t, t->env->db_dlq, seq, &v, MDB_APPEND, false))) return rc;
+  if (rec->webhook_id && *rec->webhook_id && (rc = dedup_record(t, rec->webhook_id, now)))
+    return rc;
+  t->c.next_seq++;
+  t->c.appended++;
+  t->c.dead++;
+  t->c.dlq_count++;
+  t->c.dlq_bytes += rec->body_len;
+  t->dirty = true;
+  if (seq_out) *seq_out = seq;
+  return 0;
+}
+
+/* Looks up a ready record and its retry state (merged into *v). The view
+ * points into the map: use it before the next write to the same DB. */
+static int load_ready(MDB_txn *txn, rq_env *env, uint64_t seq, rq_view *v, bool *has_state) {
+  uint8_t kb[8];
+  rq_put_be64(kb, seq);
+  MDB_val k = {8, kb}, val;
+  int rc = mdb_get(txn, env->db_ready, &k, &val);
+  if (rc) return rq_mdb_err(rc);
+  if ((rc = rq_decode(val.mv_data, val.mv_size, v, true))) {
+    /* Undecodable: still removable/dead-letterable, with its raw bytes. */
+    rq_view_corrupt(v, seq, val.mv_data, val.mv_size, rq_now_ms());
+    rq_view_clear(v, RQ_F_DLQ_REASON);
+    rq_view_clear(v, RQ_F_DLQ_MESSAGE);
+    rq_view_clear(v, RQ_F_DLQ_TIME);
+  }
+  if (has_state) *has_state = false;
+  rc = mdb_get(txn, env->db_state, &k, &val);
+  if (rc == 0) {
+    rq_view st;
+    if (rq_decode(val.mv_data, val.mv_size, &st, false) == 0) {
+      rq_view_overlay_state(v, &st);
+      if (has_state) *has_state = true;
+    }
+  } else if (rc != MDB_NOTFOUND) {
+    return rq_mdb_err(rc);
+  }
+  return 0;
+}
+
+static void sub_sat(uint64_t *x, uint64_t d) {
+  *x = *x > d ? *x - d : 0;
+}
+
+static int del_seq(rq_txn *t, MDB_dbi dbi, uint64_t seq, bool must) {
+  uint8_t kb[8];
+  rq_put_be64(kb, seq);
+  MDB_val k = {8, kb};
+  int rc = mdb_del(t->txn, dbi, &k, NULL);
+  if (rc == MDB_NOTFOUND && !must) return 0;
+  return rc ? rq_txn_fail(t, rq_mdb_err(rc)) : 0;
+}
+
+int rq_txn_ack(rq_txn *t, uint64_t seq) {
+  if (!t) return -EINVAL;
+  if (t->failed) return RQ_BAD_TXN;
+  int rc = add_release(t, seq);
+  if (rc) return rq_txn_fail(t, rc);
+  uint8_t kb[8];
+  rq_put_be64(kb, seq);
+  MDB_val k = {8, kb}, val;
+  rc = mdb_get(t->txn, t->env->db_ready, &k, &val);
+  if (rc == MDB_NOTFOUND) return RQ_NOTFOUND;
+  if (rc) return rq_txn_fail(t, rq_mdb_err(rc));
+  rq_view v;
+  size_t body = rq_decode(val.mv_data, val.mv_size, &v, true) == 0 ? v.len[RQ_F_BODY] : val.mv_size;
+  if ((rc = del_seq(t, t->env->db_ready, seq, true)) ||
+      (rc = del_seq(t, t->env->db_state, seq, false)))
+    return rc;
+  t->c.acked++;
+  sub_sat(&t->c.ready_count, 1);
+  sub_sat(&t->c.ready_bytes, body);
+  t->dirty = true;
+  return 0;
+}
+
+int rq_txn_nack(rq_txn *t, uint64_t seq, int64_t now_ms, int64_t next_attempt_ms,
+                const char *error) {
+  if (!t) return -EINVAL;
+  if (t->failed) return RQ_BAD_TXN;
+  int rc = add_release(t, seq);
+  if (rc) return rq_txn_fail(t, rc);
+  rq_view v;
+  if ((rc = load_ready(t->txn, t->env, seq, &v, NULL))) {
+    return rc == RQ_NOTFOUND ? rc : rq_txn_fail(t, rc);
+  }
+  rq_view_set_num(&v, RQ_F_ATTEMPTS, v.num[RQ_F_ATTEMPTS] + 1);
+  if (!v.num[RQ_F_FIRST_ATTEMPT]) rq_view_set_num(&v, RQ_F_FIRST_ATTEMPT, now_ms);
+  rq_view_set_num(&v, RQ_F_LAST_ATTEMPT, now_ms);
+  rq_view_set_num(&v, RQ_F_NEXT_ATTEMPT, next_attempt_ms);
+  rq_view_set_str(&v, RQ_F_LAST_ERROR, error, error ? strlen(error) : 0);
+  /* Only the small state value is rewritten, never the body. */
+  return rq_txn_put_view(t, t->env->db_state, seq, &v, 0, true);
+}
+
+int rq_txn_dead(rq_txn *t, uint64_t seq, int64_t now_ms, const char *reason, const char *code,
+                const char *message) {
+  if (!t) return -EINVAL;
+  if (t->failed) return RQ_BAD_TXN;
+  int rc = add_release(t, seq);
+  if (rc) return rq_txn_fail(t, rc);
+  rq_view v;
+  bool has_state;
+  if ((rc = load_ready(t->txn, t->env, seq, &v, &has_state)))
+    return rc == RQ_NOTFOUND ? rc : rq_txn_fail(t, rc);
+  size_t body = v.len[RQ_F_BODY];
+  rq_view_set_num(&v, RQ_F_ATTEMPTS, v.num[RQ_F_ATTEMPTS] + 1);
+  if (!v.num[RQ_F_FIRST_ATTEMPT]) rq_view_set_num(&v, RQ_F_FIRST_ATTEMPT, now_ms);
+  rq_view_set_num(&v, RQ_F_LAST_ATTEMPT, now_ms);
+  rq_view_clear(&v, RQ_F_NEXT_ATTEMPT);
+  rq_view_set_str(&v, RQ_F_DLQ_REASON, reason, reason ? strlen(reason) : 0);
+  rq_view_set_str(&v, RQ_F_DLQ_CODE, code, code ? strlen(code) : 0);
+  rq_view_set_str(&v, RQ_F_DLQ_MESSAGE, message, message ? strlen(message) : 0);
+  rq_view_set_num(&v, RQ_F_DLQ_TIME, now_ms);
+  /* Encoded (copied) before anything is deleted: v points into the map. */
+  if ((rc = rq_txn_put_view(t, t->env->db_dlq, seq, &v, 0, false))) return rc;
+  if ((rc = del_seq(t, t->env->db_ready, seq, true))) return rc;
+  if (has_state && (rc = del_seq(t, t->env->db_state, seq, false))) return rc;
+  sub_sat(&t->c.ready_count, 1);
+  sub_sat(&t->c.ready_bytes, body);
+  t->c.dlq_count++;
+  t->c.dlq_bytes += body;
+  t->c.dead++;
+  t->dirty = true;
+  return 0;
+}
+
+/* ---- reading the ready queue ---------------------------------------------- */
+
+/* Groups seen during one FIFO scan; keys point into the map. */
+typedef struct {
+  struct gslot {
+    const uint8_t *p;
+    size_t n;
+    bool used;
+  } * slots;
+  size_t cap, n;
+} groupset;
+
+static uint64_t fnv(const uint8_t *p, size_t n) {
+  uint64_t h = 1469598103934665603ull;
+  for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 1099511628211ull;
+  return h;
+}
+
+static bool group_has(const groupset *g, const uint8_t *p, size_t n) {
+  if (!g->n) return false;
+  for (size_t i = fnv(p, n) & (g->cap - 1);; i = (i + 1) & (g->cap - 1)) {
+    if (!g->slots[i].used) return false;
+    if (g->slots[i].n == n && memcmp(g->slots[i].p, p, n) == 0) return true;
+  }
+}
+
+static int group_add(groupset *g, const uint8_t *p, size_t n) {
+  if ((g->n + 1) * 2 > g->cap) {
+    size_t ncap = g->cap ? g->cap * 2 : 64;
+    struct gslot *ns = calloc(ncap, sizeof *ns);
+    if (!ns) return -ENOMEM;
+    for (size_t i = 0; i < g->cap; i++) {
+      if (!g->slots[i].used) continue;
+      size_t j = fnv(g->slots[i].p, g->slots[i].n) & (ncap - 1);
+      while (ns[j].used) j = (j + 1) & (ncap - 1);
+      ns[j] = g->slots[i];
+    }
+    free(g->slots);
+    g->slots = ns;
+    g->cap = ncap;
+  }
+  size_t i = fnv(p, n) & (g->cap - 1);
+  while (g->slots[i].used) {
+    if (g->slots[i].n == n && memcmp(g->slots[i].p, p, n) == 0) return 0;
+    i = (i + 1) & (g->cap - 1);
+  }
+  g->slots[i] = (struct gslot){p, n, true};
+  g->n++;
+  return 0;
+}
+
+/* One ready record during a scan: its raw value, its retry state (if it was
+ * nacked) and whether this process leases it. Decoding the record is left to
+ * the callback, so records that are skipped (leased, not due) cost no more
+ * than a cursor step and a look at their small state value. */
+typedef struct {
+  uint64_t seq;
+  MDB_val raw;
+  const rq_view *state; /* NULL: never nacked, due now */
+  bool leased;
+} scan_item;
+
+typedef int (*scan_fn)(void *arg, const scan_item *it);
+
+/* Decodes the record with its retry state merged in. */
+static int item_view(const scan_item *it, rq_view *v) {
+  int rc = rq_decode(it->raw.mv_data, it->raw.mv_size, v, true);
+  if (rc) return rc;
+  if (it->state) rq_view_overlay_state(v, it->state);
+  return 0;
+}
+
+static int64_t item_due(const scan_item *it) {
+  return it->state ? it->state->num[RQ_F_NEXT_ATTEMPT] : 0;
+}
+
+/* Walks ready records in seq order. `fn` returns 0 to continue, 1 to stop,
+ * <0 on error. */
+static int scan_ready(rq_env *env, MDB_txn *txn, bool want_leased, scan_fn fn, void *arg) {
+  MDB_cursor *rcur, *scur;
+  int rc = mdb_cursor_open(txn, env->db_ready, &rcur);
+  if (rc) return rq_mdb_err(rc);
+  if ((rc = mdb_cursor_open(txn, env->db_state, &scur))) {
+    mdb_cursor_close(rcur);
+    return rq_mdb_err(rc);
+  }
+  MDB_val k, v, sk, sv;
+  uint64_t skey = 0; /* key under the state cursor; UINT64_MAX at the end */
+  int out = 0;
+  for (rc = mdb_cursor_get(rcur, &k, &v, MDB_FIRST); rc == 0;
+       rc = mdb_cursor_get(rcur, &k, &v, MDB_NEXT)) {
+    if (k.mv_size != 8) continue;
+    scan_item it = {.seq = rq_get_be64(k.mv_data), .raw = v};
+    it.leased = seqset_has(&env->leased, it.seq);
+    if (it.leased && !want_leased) continue;
+    /* Merge-join with the state DB: both are keyed by seq. */
+    if (skey < it.seq) {
+      uint8_t kb[8];
+      rq_put_be64(kb, it.seq);
+      sk.mv_size = 8;
+      sk.mv_data = kb;
+      int r2 = mdb_cursor_get(scur, &sk, &sv, MDB_SET_RANGE);
+      if (r2 == MDB_NOTFOUND) {
+        skey = UINT64_MAX;
+      } else if (r2) {
+        out = rq_mdb_err(r2);
+        break;
+      } else {
+        skey = sk.mv_size == 8 ? rq_get_be64(sk.mv_data) : UINT64_MAX;
+      }
+    }
+    rq_view st;
+    if (skey == it.seq && rq_decode(sv.mv_data, sv.mv_size, &st, false) == 0) it.state = &st;
+    out = fn(arg, &it);
+    if (out) break;
+  }
+  if (!out && rc != 0 && rc != MDB_NOTFOUND) out = rq_mdb_err(rc);
+  mdb_cursor_close(scur);
+  mdb_cursor_close(rcur);
+  return out < 0 ? out : 0;
+}
+
+typedef struct {
+  rq_env *env;
+  int64_t now;
+  size_t max, n, cap;
+  bool fifo;
+  groupset groups;
+  rq_record *out;
+  int64_t next_due;
+} lease_ctx;
+
+/* Group of a record for FIFO mode: cid, else type; NULL = ungrouped. */
+static const uint8_t *group_of(const rq_view *v, size_t *n) {
+  int f = rq_view_has(v, RQ_F_CID) ? RQ_F_CID : rq_view_has(v, RQ_F_TYPE) ? RQ_F_TYPE : -1;
+  if (f < 0) return NULL;
+  *n = v->len[f];
+  return v->ptr[f];
+}
+
+/* FIFO bookkeeping: returns 1 when the record's group is already blocked,
+ * else marks the group blocked (its head is this record) and returns 0. */
+static int fifo_gate(lease_ctx *c, const rq_view *v) {
+  size_t gn = 0;
+  const uint8_t *g = group_of(v, &gn);
+  if (!g) return 0;
+  if (group_has(&c->groups, g, gn)) return 1;
+  return group_add(&c->groups, g, gn);
+}
+
+static int lease_one(void *arg, const scan_item *it) {
+  lease_ctx *c = arg;
+  bool due = item_due(it) <= c->now;
+  if (!c->fifo && (it->leased || !due)) return 0;
+  rq_view v;
+  if (item_view(it, &v)) return 0; /* undecodable: rq_verify's job */
+  if (c->fifo) {
+    int g = fifo_gate(c, &v);
+    if (g) return g < 0 ? g : 0;
+    if (it->leased || !due) return 0;
+  }
+  if (c->n == c->cap) {
+    size_t ncap = c->cap ? c->cap * 2 : 16;
+    if (ncap > c->max) ncap = c->max;
+    rq_record *n = realloc(c->out, ncap * sizeof *n);
+    if (!n) return -ENOMEM;
+    c->out = n;
+    c->cap = ncap;
+  }
+  int rc = rq_materialize(&v, &c->out[c->n]);
+  if (rc) return rc;
+  c->out[c->n].seq = it->seq;
+  if ((rc = seqset_add(&c->env->leased, it->seq))) {
+    rq_record_free(&c->out[c->n]);
+    return rc;
+  }
+  c->n++;
+  return c->n == c->max ? 1 : 0;
+}
+
+int rq_lease(rq_env *env, int64_t now_ms, size_t max, unsigned flags, rq_record **out) {
+  if (!env || !out) return -EINVAL;
+  *out = NULL;
+  if (max == 0) return 0;
+  if (max > INT_MAX) max = INT_MAX;
+  lease_ctx c = {.env = env, .now = now_ms, .max = max, .fifo = (flags & RQ_LEASE_FIFO) != 0};
+  /* env->mu is held from before the snapshot until the leases are
+   * recorded, so a concurrent commit releasing a lease (after its
+   * mdb_txn_commit) cannot make us lease a record it just removed. */
+  pthread_mutex_lock(&env->mu);
+  MDB_txn *txn;
+  int rc = mdb_txn_begin(env->mdb, NULL, MDB_RDONLY, &txn);
+  if (rc) {
+    pthread_mutex_unlock(&env->mu);
+    return rq_mdb_err(rc);
+  }
+  rc = scan_ready(env, txn, c.fifo, lease_one, &c);
+  mdb_txn_abort(txn);
+  if (rc < 0)
+    for (size_t i = 0; i < c.n; i++) seqset_del(&env->leased, c.out[i].seq);
+  pthread_mutex_unlock(&env->mu);
+  free(c.groups.slots);
+  if (rc < 0) {
+    rq_records_free(c.out, c.n);
+    return rc;
+  }
+  *out = c.out;
+  return (int)c.n;
+}
+
+void rq_release(rq_env *env, uint64_t seq) {
+  pthread_mutex_lock(&env->mu);
+  seqset_del(&env->leased, seq);
+  pthread_mutex_unlock(&env->mu);
+}
+
+size_t rq_leased_count(rq_env *env) {
+  pthread_mutex_lock(&env->mu);
+  size_t n = env->leased.n;
+  pthread_mutex_unlock(&env->mu);
+  return n;
+}
+
+static int due_one(void *arg, const scan_item *it) {
+  lease_ctx *c = arg;
+  if (c->fifo) {
+    rq_view v;
+    if (item_view(it, &v)) return 0;
+    int g = fifo_gate(c, &v);
+    if (g) return g < 0 ? g : 0;
+  }
+  if (it->leased) return 0;
+  int64_t due = item_due(it);
+  if (due <= 0) {
+    c->next_due = 0;
+    return 1;
+  }
+  if (due < c->next_due) c->next_due = due;
+  return 0;
+}
+
+int64_t rq_next_due_ms_flags(rq_env *env, unsigned flags) {
+  lease_ctx c = {.env = env, .fifo = (flags & RQ_LEASE_FIFO) != 0, .next_due = INT64_MAX};
+  pthread_mutex_lock(&env->mu);
+  MDB_txn *txn;
+  int rc = mdb_txn_begin(env->mdb, NULL, MDB_RDONLY, &txn);
+  if (rc == 0) {
+    scan_ready(env, txn, c.fifo, due_one, &c);
+    mdb_txn_abort(txn);
+  }
+  pthread_mutex_unlock(&env->mu);
+  free(c.groups.slots);
+  return c.next_due;
+}
+
+int64_t rq_next_due_ms(rq_env *env) {
+  return rq_next_due_ms_flags(env, 0);
+}
+
+int rq_dedup_seen(rq_env *env, const char *webhook_id, int64_t now_ms) {
+  if (!env || !webhook_id) return -EINVAL;
+  if (!*webhook_id) return 0;
+  MDB_txn *txn;
+  int rc = mdb_txn_begin(env->mdb, NULL, MDB_RDONLY, &txn);
+  if (rc) return rq_mdb_err(rc);
+  rc = dedup_check_in(env, txn, webhook_id, now_ms);
+  mdb_txn_abort(txn);
+  return rc;
+}
+
+/* ---- stats ---------------------------------------------------------------- */
+
+int rq_stat(rq_env *env, rq_stats *out) {
+  if (!env || !out) return -EINVAL;
+  memset(out, 0, sizeof *out);
+  MDB_txn *txn;
+  int rc = mdb_txn_begin(env->mdb, NULL, MDB_RDONLY, &txn);
+  if (rc) return rq_mdb_err(rc);
+  rq_counters c;
+  if ((rc = rq_counters_load(env, txn, &c))) {
+    mdb_txn_abort(txn);
+    return rc;
+  }
+  out->ready = c.ready_count;
+  out->ready_bytes = c.ready_bytes;
+  out->dlq = c.dlq_count;
+  out->dlq_bytes = c.dlq_bytes;
+  out->appended_total = c.appended;
+  out->acked_total = c.acked;
+  out->dead_lettered_total = c.dead;
+  out->duplicates_total = c.duplicates;
+  MDB_cursor *cur;
+  MDB_val k, v;
+  if (mdb_cursor_open(txn, env->db_ready, &cur) == 0) {
+    rq_view view;
+    if (mdb_cursor_get(cur, &k, &v, MDB_FIRST) == 0 &&
+        rq_decode(v.mv_data, v.mv_size, &view, true) == 0)
+      out->oldest_ready_ms = view.num[RQ_F_RECEIVED];
+    mdb_cursor_close(cur);
+  }
+  MDB_stat st;
+  if (mdb_stat(txn, env->db_dedup, &st) == 0) out->dedup_entries = st.ms_entries;
+  out->map_used = rq_used_bytes_in(env, txn);
+  MDB_envinfo info;
+  mdb_env_info(env->mdb, &info);
+  out->map_size = info.me_mapsize;
+  mdb_txn_abort(txn);
+  out->inflight = rq_leased_count(env);
+  return 0;
+}
+
+int rq_over_watermark(rq_env *env) {
+  if (!env) return -EINVAL;
+  uint64_t used, size = env->map_size;
+  if (env->readonly) {
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(env->mdb, NULL, MDB_RDONLY, &txn);
+    if (rc) return rq_mdb_err(rc);
+    used = rq_used_bytes_in(env, txn);
+    mdb_txn_abort(txn);
+  } else {
+    /* Computed inside each write batch: no transaction needed here. */
+    used = atomic_load(&env->used_bytes);
+  }
+  return used * 100 >= size * env->watermark_pct ? 1 : 0;
+}

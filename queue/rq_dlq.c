@@ -1,0 +1,381 @@
+/* rq: dead-letter queue access and verification. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rq_internal.h"
+
+static bool str_eq(const rq_view *v, int f, const char *s) {
+  size_t n = strlen(s);
+  return rq_view_has(v, f) && v->len[f] == n && memcmp(v->ptr[f], s, n) == 0;
+}
+
+static bool matches(const rq_view *v, const rq_dlq_filter *f) {
+  if (!f) return true;
+  if (f->reason && *f->reason && !str_eq(v, RQ_F_DLQ_REASON, f->reason)) return false;
+  if (f->type && *f->type && !str_eq(v, RQ_F_TYPE, f->type)) return false;
+  return true;
+}
+
+/* DLQ values that do not decode are shown as "corrupt" with their raw
+ * bytes, never hidden and never fatal. */
+static void dlq_view(uint64_t seq, const MDB_val *val, rq_view *v) {
+  if (rq_decode(val->mv_data, val->mv_size, v, true) != 0)
+    rq_view_corrupt(v, seq, val->mv_data, val->mv_size, 0);
+}
+
+int rq_dlq_list(rq_env *env, const rq_dlq_filter *f, rq_record **out) {
+  if (!env || !out) return -EINVAL;
+  *out = NULL;
+  MDB_txn *txn;
+  int rc = mdb_txn_begin(env->mdb, NULL, MDB_RDONLY, &txn);
+  if (rc) return rq_mdb_err(rc);
+  MDB_cursor *cur;
+  if ((rc = mdb_cursor_open(txn, env->db_dlq, &cur))) {
+    mdb_txn_abort(txn);
+    return rq_mdb_err(rc);
+  }
+  rq_record *arr = NULL;
+  size_t n = 0, cap = 0, limit = f && f->limit ? f->limit : (size_t)INT32_MAX;
+  uint8_t kb[8];
+  /* after_seq = UINT64_MAX leaves nothing to list. */
+  bool any = !(f && f->after_seq == UINT64_MAX);
+  rq_put_be64(kb, f && any ? f->after_seq + 1 : 0);
+  MDB_val k = {8, kb}, v;
+  int out_rc = 0;
+  for (rc = any ? mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE) : MDB_NOTFOUND; rc == 0 && n < limit;
+       rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    if (k.mv_size != 8) continue;
+    uint64_t seq = rq_get_be64(k.mv_data);
+    rq_view view;
+    dlq_view(seq, &v, &view);
+    if (!matches(&view, f)) continue;
+    if (n == cap) {
+      cap = cap ? cap * 2 : 16;
+      rq_record *na = realloc(arr, cap * sizeof *na);
+      if (!na) {
+        out_rc = -ENOMEM;
+        break;
+      }
+      arr = na;
+    }
+    if ((out_rc = rq_materialize(&view, &arr[n]))) break;
+    arr[n++].seq = seq;
+  }
+  if (!out_rc && rc && rc != MDB_NOTFOUND) out_rc = rq_mdb_err(rc);
+  mdb_cursor_close(cur);
+  mdb_txn_abort(txn);
+  if (out_rc) {
+    rq_records_free(arr, n);
+    return out_rc;
+  }
+  *out = arr;
+  return (int)n;
+}
+
+int rq_dlq_get(rq_env *env, uint64_t id, rq_record *out) {
+  if (!env || !out) return -EINVAL;
+  memset(out, 0, sizeof *out);
+  MDB_txn *txn;
+  int rc = mdb_txn_begin(env->mdb, NULL, MDB_RDONLY, &txn);
+  if (rc) return rq_mdb_err(rc);
+  uint8_t kb[8];
+  rq_put_be64(kb, id);
+  MDB_val k = {8, kb}, v;
+  rc = mdb_get(txn, env->db_dlq, &k, &v);
+  if (rc == 0) {
+    rq_view view;
+    dlq_view(id, &v, &view);
+    rc = rq_materialize(&view, out);
+    if (!rc) out->seq = id;
+  } else {
+    rc = rq_mdb_err(rc);
+  }
+  mdb_txn_abort(txn);
+  return rc;
+}
+
+/* Selected DLQ ids for replay/purge: the given ones, or every match of f. */
+static int select_ids(rq_txn *t, const uint64_t *ids, size_t nids, const rq_dlq_filter *f,
+                      uint64_t **sel, size_t *nsel) {
+  *sel = NULL;
+  *nsel = 0;
+  if (ids) {
+    uint64_t *s = malloc((nids ? nids : 1) * sizeof *s);
+    if (!s) return -ENOMEM;
+    memcpy(s, ids, nids * sizeof *s);
+    *sel = s;
+    *nsel = nids;
+    return 0;
+  }
+  MDB_cursor *cur;
+  int rc = mdb_cursor_open(t->txn, t->env->db_dlq, &cur);
+  if (rc) return rq_mdb_err(rc);
+  size_t cap = 0, n = 0, limit = f && f->limit ? f->limit : SIZE_MAX;
+  uint64_t *s = NULL;
+  uint8_t kb[8];
+  /* after_seq = UINT64_MAX leaves nothing to list. */
+  bool any = !(f && f->after_seq == UINT64_MAX);
+  rq_put_be64(kb, f && any ? f->after_seq + 1 : 0);
+  MDB_val k = {8, kb}, v;
+  int out = 0;
+  for (rc = any ? mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE) : MDB_NOTFOUND; rc == 0 && n < limit;
+       rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    if (k.mv_size != 8) continue;
+    uint64_t seq = rq_get_be64(k.mv_data);
+    rq_view view;
+    dlq_view(seq, &v, &view);
+    if (!matches(&view, f)) continue;
+    if (n == cap) {
+      cap = cap ? cap * 2 : 64;
+      uint64_t *ns = realloc(s, cap * sizeof *ns);
+      if (!ns) {
+        out = -ENOMEM;
+        break;
+      }
+      s = ns;
+    }
+    s[n++] = seq;
+  }
+  if (!out && rc && rc != MDB_NOTFOUND) out = rq_mdb_err(rc);
+  mdb_cursor_close(cur);
+  if (out) {
+    free(s);
+    return out;
+  }
+  *sel = s;
+  *nsel = n;
+  return 0;
+}
+
+static int dlq_move(rq_env *env, const uint64_t *ids, size_t nids, const rq_dlq_filter *f,
+                    size_t *done, size_t *missing, bool replay) {
+  if (done) *done = 0;
+  if (missing) *missing = 0;
+  if (!env || (nids && !ids)) return -EINVAL;
+  if (env->readonly) return RQ_READONLY;
+  rq_txn *t;
+  int rc = rq_txn_begin_internal(env, &t);
+  if (rc) return rc;
+  uint64_t *sel;
+  size_t nsel, ndone = 0, nmiss = 0;
+  if ((rc = select_ids(t, ids, nids, f, &sel, &nsel))) {
+    rq_txn_abort(t);
+    return rc;
+  }
+  for (size_t i = 0; i < nsel && !rc; i++) {
+    uint8_t kb[8];
+    rq_put_be64(kb, sel[i]);
+    MDB_val k = {8, kb}, v;
+    rc = mdb_get(t->txn, env->db_dlq, &k, &v);
+    if (rc == MDB_NOTFOUND) {
+      nmiss++;
+      rc = 0;
+      continue;
+    }
+    if (rc) {
+      rc = rq_mdb_err(rc);
+      break;
+    }
+    rq_view view;
+    dlq_view(sel[i], &v, &view);
+    size_t body = view.len[RQ_F_BODY];
+    if (replay) {
+      /* Back to the tail with a fresh retry history. */
+      if ((rc = rq_txn_cap_check(t, body + 256))) break;
+      uint64_t seq = t->c.next_seq;
+      rq_view_set_num(&view, RQ_F_SEQ, (int64_t)seq);
+      static const int clear[] = {RQ_F_ATTEMPTS,     RQ_F_NEXT_ATTEMPT, RQ_F_FIRST_ATTEMPT,
+                                  RQ_F_LAST_ATTEMPT, RQ_F_LAST_ERROR,   RQ_F_DLQ_REASON,
+                                  RQ_F_DLQ_CODE,     RQ_F_DLQ_MESSAGE,  RQ_F_DLQ_TIME};
+      for (size_t j = 0; j < sizeof clear / sizeof clear[0]; j++) rq_view_clear(&view, clear[j]);
+      if ((rc = rq_txn_put_view(t, env->db_ready, seq, &view, MDB_APPEND, false))) break;
+      t->c.next_seq++;
+      t->c.ready_count++;
+      t->c.ready_bytes += body;
+    }
+    if ((rc = mdb_del(t->txn, env->db_dlq, &k, NULL))) {
+      rc = rq_mdb_err(rc);
+      break;
+    }
+    t->c.dlq_count = t->c.dlq_count ? t->c.dlq_count - 1 : 0;
+    t->c.dlq_bytes = t->c.dlq_bytes > body ? t->c.dlq_bytes - body : 0;
+    t->dirty = true;
+    ndone++;
+  }
+  free(sel);
+  if (rc) {
+    rq_txn_abort(t);
+    return rc;
+  }
+  if ((rc = rq_txn_commit(t))) return rc;
+  if (done) *done = ndone;
+  if (missing) *missing = nmiss;
+  return 0;
+}
+
+int rq_dlq_replay(rq_env *env, const uint64_t *ids, size_t nids, const rq_dlq_filter *f,
+                  size_t *moved, size_t *missing) {
+  return dlq_move(env, ids, nids, f, moved, missing, true);
+}
+
+int rq_dlq_purge(rq_env *env, const uint64_t *ids, size_t nids, const rq_dlq_filter *f,
+                 size_t *purged, size_t *missing) {
+  return dlq_move(env, ids, nids, f, purged, missing, false);
+}
+
+/* ---- verify --------------------------------------------------------------- */
+
+typedef struct {
+  uint64_t *v;
+  size_t n, cap;
+} u64vec;
+
+static int vec_push(u64vec *a, uint64_t x) {
+  if (a->n == a->cap) {
+    size_t ncap = a->cap ? a->cap * 2 : 64;
+    uint64_t *nv = realloc(a->v, ncap * sizeof *nv);
+    if (!nv) return -ENOMEM;
+    a->v = nv;
+    a->cap = ncap;
+  }
+  a->v[a->n++] = x;
+  return 0;
+}
+
+/* Walks one DB of full records: counts, checks order, collects bad keys. */
+static int walk(MDB_txn *txn, MDB_dbi dbi, uint64_t next_seq, rq_verify_report *rep, u64vec *bad,
+                uint64_t *count, uint64_t *bytes) {
+  MDB_cursor *cur;
+  int rc = mdb_cursor_open(txn, dbi, &cur);
+  if (rc) return rq_mdb_err(rc);
+  MDB_val k, v;
+  uint64_t prev = 0;
+  int out = 0;
+  for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+       rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    rep->records++;
+    if (k.mv_size != 8) {
+      rep->order_errors++;
+      continue;
+    }
+    uint64_t seq = rq_get_be64(k.mv_data);
+    if (seq <= prev || seq >= next_seq) rep->order_errors++;
+    prev = seq;
+    rq_view view;
+    if (rq_decode(v.mv_data, v.mv_size, &view, true) != 0 || (uint64_t)view.num[RQ_F_SEQ] != seq) {
+      if ((out = vec_push(bad, seq))) break;
+      continue;
+    }
+    (*count)++;
+    *bytes += view.len[RQ_F_BODY];
+  }
+  if (!out && rc && rc != MDB_NOTFOUND) out = rq_mdb_err(rc);
+  mdb_cursor_close(cur);
+  return out;
+}
+
+int rq_verify(rq_env *env, rq_verify_report *report) {
+  rq_verify_report dummy;
+  if (!report) report = &dummy;
+  memset(report, 0, sizeof *report);
+  if (!env) return -EINVAL;
+  MDB_txn *txn;
+  rq_txn *t = NULL;
+  int rc;
+  rq_counters c;
+  if (env->readonly) {
+    if ((rc = mdb_txn_begin(env->mdb, NULL, MDB_RDONLY, &txn))) return rq_mdb_err(rc);
+    if ((rc = rq_counters_load(env, txn, &c))) {
+      mdb_txn_abort(txn);
+      return rc;
+    }
+  } else {
+    if ((rc = rq_txn_begin_internal(env, &t))) return rc;
+    txn = t->txn;
+    c = t->c;
+  }
+  u64vec bad_ready = {0}, bad_dlq = {0};
+  uint64_t rcount = 0, rbytes = 0, dcount = 0, dbytes = 0;
+  rc = walk(txn, env->db_ready, c.next_seq, report, &bad_ready, &rcount, &rbytes);
+  if (!rc) rc = walk(txn, env->db_dlq, c.next_seq, report, &bad_dlq, &dcount, &dbytes);
+  report->corrupt = bad_ready.n + bad_dlq.n;
+  if (rc || env->readonly) goto out;
+
+  int64_t now = rq_now_ms();
+  /* Quarantine: the raw bytes become the body of a "corrupt" DLQ entry. */
+  for (int pass = 0; pass < 2 && !rc; pass++) {
+    u64vec *bad = pass ? &bad_dlq : &bad_ready;
+    MDB_dbi from = pass ? env->db_dlq : env->db_ready;
+    for (size_t i = 0; i < bad->n && !rc; i++) {
+      uint8_t kb[8];
+      rq_put_be64(kb, bad->v[i]);
+      MDB_val k = {8, kb}, v;
+      if ((rc = mdb_get(txn, from, &k, &v))) {
+        rc = rq_mdb_err(rc);
+        break;
+      }
+      /* Copy first: the put below may move the page v points into. */
+      void *raw = malloc(v.mv_size ? v.mv_size : 1);
+      if (!raw) {
+        rc = -ENOMEM;
+        break;
+      }
+      size_t rawn = v.mv_size;
+      memcpy(raw, v.mv_data, rawn);
+      rq_view view;
+      rq_view_corrupt(&view, bad->v[i], raw, rawn, now);
+      if (!pass && (rc = mdb_del(txn, env->db_ready, &k, NULL))) rc = rq_mdb_err(rc);
+      if (!rc) {
+        mdb_del(txn, env->db_state, &k, NULL);
+        rc = rq_txn_put_view(t, env->db_dlq, bad->v[i], &view, 0, false);
+      }
+      free(raw);
+      dcount++;
+      dbytes += rawn;
+      if (!pass) t->c.dead++;
+    }
+  }
+  if (rc) goto out;
+  /* Retry state of records that are no longer ready is dead weight. */
+  {
+    MDB_cursor *cur;
+    if ((rc = mdb_cursor_open(txn, env->db_state, &cur))) {
+      rc = rq_mdb_err(rc);
+      goto out;
+    }
+    MDB_val k, v, rv;
+    int r2;
+    for (r2 = mdb_cursor_get(cur, &k, &v, MDB_FIRST); r2 == 0;) {
+      if (mdb_get(txn, env->db_ready, &k, &rv) == MDB_NOTFOUND) {
+        if ((r2 = mdb_cursor_del(cur, 0))) break;
+        r2 = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+      } else {
+        r2 = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+      }
+    }
+    mdb_cursor_close(cur);
+    if (r2 && r2 != MDB_NOTFOUND) {
+      rc = rq_mdb_err(r2);
+      goto out;
+    }
+  }
+  /* The gauges are derived data: rebuild them from what is really there. */
+  t->c.ready_count = rcount;
+  t->c.ready_bytes = rbytes;
+  t->c.dlq_count = dcount;
+  t->c.dlq_bytes = dbytes;
+  t->dirty = true;
+out:
+  free(bad_ready.v);
+  free(bad_dlq.v);
+  if (env->readonly) {
+    mdb_txn_abort(txn);
+    return rc;
+  }
+  if (rc) {
+    rq_txn_abort(t);
+    return rc;
+  }
+  return rq_txn_commit(t);
+}

@@ -1,0 +1,148 @@
+/* Internals shared by the rq source files. Not installed, not for users. */
+#ifndef RQ_INTERNAL_H
+#define RQ_INTERNAL_H
+
+#include <lmdb.h>
+#include <msgpack.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include "rq.h"
+
+/* Version of the on-disk layout (meta "format") and of each record ("v").
+ * See queue/FORMAT.md before changing anything here. */
+#define RQ_FORMAT_VERSION 1
+#define RQ_RECORD_VERSION 1
+
+/* Record field keys (msgpack map keys, positive fixints). Never renumber. */
+enum {
+  RQ_F_V = 0,
+  RQ_F_SEQ = 1,
+  RQ_F_RECEIVED = 2,
+  RQ_F_BODY = 3,
+  RQ_F_WEBHOOK_ID = 4,
+  RQ_F_WEBHOOK_ATTEMPT = 5,
+  RQ_F_API_KEY = 6,
+  RQ_F_TYPE = 7,
+  RQ_F_CID = 8,
+  RQ_F_CHANNEL_TYPE = 9,
+  RQ_F_CHANNEL_ID = 10,
+  RQ_F_USER_ID = 11,
+  RQ_F_ATTEMPTS = 12,
+  RQ_F_NEXT_ATTEMPT = 13,
+  RQ_F_FIRST_ATTEMPT = 14,
+  RQ_F_LAST_ATTEMPT = 15,
+  RQ_F_LAST_ERROR = 16,
+  RQ_F_DLQ_REASON = 17,
+  RQ_F_DLQ_CODE = 18,
+  RQ_F_DLQ_MESSAGE = 19,
+  RQ_F_DLQ_TIME = 20,
+  RQ_F_COUNT = 21
+};
+
+/* A decoded record whose strings and body point into the encoded bytes
+ * (usually LMDB's map, so only valid inside the read transaction).
+ * Integer fields live in num[], string/bin fields in ptr[]/len[];
+ * `present` has bit k set when field k was stored. */
+typedef struct {
+  uint32_t present;
+  int64_t num[RQ_F_COUNT];
+  const uint8_t *ptr[RQ_F_COUNT];
+  size_t len[RQ_F_COUNT];
+} rq_view;
+
+static inline bool rq_view_has(const rq_view *v, int f) {
+  return (v->present >> f) & 1u;
+}
+void rq_view_set_num(rq_view *v, int f, int64_t x);
+void rq_view_set_str(rq_view *v, int f, const void *p, size_t n);
+void rq_view_clear(rq_view *v, int f);
+/* Fills a view from a caller's record (borrowed pointers). */
+void rq_view_from_record(rq_view *v, const rq_record *r);
+/* Copies state fields (attempts ... last_error) of `st` over `v`. */
+void rq_view_overlay_state(rq_view *v, const rq_view *st);
+
+/* Decodes `len` bytes. Full records need v, seq and body; state records
+ * only v. Returns 0, RQ_CORRUPT or RQ_VERSION. Never allocates. */
+int rq_decode(const void *buf, size_t len, rq_view *out, bool full);
+/* Appends the msgpack encoding of every present field to pk. */
+int rq_encode(msgpack_packer *pk, const rq_view *v);
+/* Encodes only the retry-state fields (the `state` DB value). */
+int rq_encode_state(msgpack_packer *pk, const rq_view *v);
+/* Copies a view into an owned rq_record (one allocation). -ENOMEM. */
+int rq_materialize(const rq_view *v, rq_record *out);
+/* A stand-in for bytes that do not decode: raw bytes as body, reason
+ * "corrupt". Used by verify and by DLQ reads. */
+void rq_view_corrupt(rq_view *v, uint64_t seq, const void *raw, size_t len, int64_t now_ms);
+
+/* Minimal bounds-checked msgpack reader, also used for the meta values. */
+typedef struct {
+  const uint8_t *p, *end;
+} rq_rd;
+int rq_rd_array(rq_rd *r, uint32_t *n);
+int rq_rd_uint(rq_rd *r, uint64_t *out);
+
+/* Persistent counters (meta key "counters"). */
+typedef struct {
+  uint64_t next_seq, appended, acked, dead, duplicates;
+  uint64_t ready_count, ready_bytes, dlq_count, dlq_bytes;
+} rq_counters;
+
+/* Set of leased seqs (open addressing, linear probing, 0 = empty). */
+typedef struct {
+  uint64_t *slots;
+  size_t cap, n;
+} rq_seqset;
+
+struct rq_env {
+  MDB_env *mdb;
+  MDB_dbi db_ready, db_state, db_dlq, db_dedup, db_dedup_time, db_meta;
+  bool readonly;
+  int lock_fd;
+  uint64_t map_size;
+  uint64_t append_cap; /* live bytes above which appends are refused */
+  uint64_t file_end;   /* known size of data.mdb (writer only) */
+  uint64_t grow_chunk; /* zero-filled growth step, see grow_ahead() */
+  uint8_t *zeros;      /* grow_ahead's buffer */
+  int64_t dedup_window_ms;
+  uint32_t watermark_pct;
+  pthread_mutex_t mu; /* guards leased, hook */
+  rq_seqset leased;
+  rq_commit_hook hook;
+  void *hook_arg;
+  _Atomic uint64_t used_bytes; /* live pages after the last commit */
+  _Atomic uint64_t commits;
+  rq_txn *spare; /* reused batch handle; only touched under LMDB's writer lock */
+};
+
+struct rq_txn {
+  rq_env *env;
+  MDB_txn *txn;
+  int failed; /* first poisoning error, 0 while usable */
+  bool dirty;
+  uint64_t used_est; /* live bytes: exact at begin, plus what we added */
+  rq_counters c;
+  msgpack_sbuffer sb;
+  msgpack_packer pk;
+  uint64_t *release; /* leases to release after commit/abort */
+  size_t nrelease, caprelease;
+};
+
+int rq_mdb_err(int rc);
+int64_t rq_now_ms(void);
+void rq_put_be64(uint8_t out[8], uint64_t x);
+uint64_t rq_get_be64(const void *p);
+int rq_counters_load(rq_env *env, MDB_txn *txn, rq_counters *c);
+int rq_counters_store(rq_env *env, MDB_txn *txn, const rq_counters *c);
+/* Begins a batch for library-internal maintenance (replay, purge, verify). */
+int rq_txn_begin_internal(rq_env *env, rq_txn **out);
+/* Puts an encoded view into dbi under seq (flags: MDB_APPEND, ...). */
+int rq_txn_put_view(rq_txn *t, MDB_dbi dbi, uint64_t seq, const rq_view *v, unsigned flags,
+                    bool state_only);
+int rq_txn_fail(rq_txn *t, int err);
+/* RQ_MAP_FULL when adding about `add` bytes would cross env->append_cap. */
+int rq_txn_cap_check(rq_txn *t, size_t add);
+uint64_t rq_used_bytes_in(rq_env *env, MDB_txn *txn);
+
+#endif

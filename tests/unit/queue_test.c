@@ -1,0 +1,1471 @@
+/* Unit tests of the durable queue (queue/rq.h), on real LMDB directories. */
+#include <errno.h>
+#include <fcntl.h>
+#include <lmdb.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "rq.h"
+#include "testlib.h"
+
+#define NOW 1700000000000LL /* fixed "now" for tests that do not need wall time */
+
+static int64_t wall_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static rq_env *open_env(const rq_options *o) {
+  rq_env *env = NULL;
+  int rc = rq_env_open(&env, tl_tmpdir, o);
+  if (rc) tl_fail(__FILE__, __LINE__, "rq_env_open: %s", rq_strerror(rc));
+  return env;
+}
+
+static rq_record mkrec(const char *body, const char *id, const char *type, const char *cid) {
+  rq_record r = {0};
+  r.received_ms = NOW;
+  r.body = (const uint8_t *)body;
+  r.body_len = strlen(body);
+  r.webhook_id = id;
+  r.type = type;
+  r.cid = cid;
+  return r;
+}
+
+/* Appends one record per body in its own commit; returns the last seq. */
+static uint64_t append1(rq_env *env, const rq_record *r) {
+  rq_txn *t;
+  uint64_t seq = 0;
+  CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+  CHECK_INT(rq_txn_append(t, r, &seq), ==, 0);
+  CHECK_INT(rq_txn_commit(t), ==, 0);
+  return seq;
+}
+
+static void ack1(rq_env *env, uint64_t seq) {
+  rq_txn *t;
+  CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+  CHECK_INT(rq_txn_ack(t, seq), ==, 0);
+  CHECK_INT(rq_txn_commit(t), ==, 0);
+}
+
+TEST(strerror_names_codes) {
+  CHECK_STR(rq_strerror(RQ_MAP_FULL), "queue map is full (RELAY_QUEUE_MAX_BYTES)");
+  CHECK_STR(rq_strerror(RQ_BAD_TXN), "batch already failed; it can only be aborted");
+  CHECK(strlen(rq_strerror(-ENOSPC)) > 0);
+  CHECK_STR(rq_strerror(0), "success");
+}
+
+TEST(empty_queue) {
+  rq_env *env = open_env(NULL);
+  rq_stats st;
+  CHECK_INT(rq_stat(env, &st), ==, 0);
+  CHECK_INT(st.ready, ==, 0);
+  CHECK_INT(st.dlq, ==, 0);
+  CHECK_INT(st.oldest_ready_ms, ==, 0);
+  CHECK_INT(st.map_size, ==, 4ull << 30);
+  CHECK(st.map_used > 0);
+  rq_record *out = NULL;
+  CHECK_INT(rq_lease(env, NOW, 10, 0, &out), ==, 0);
+  rq_records_free(out, 0);
+  CHECK_INT(rq_lease(env, NOW, 10, RQ_LEASE_FIFO, &out), ==, 0);
+  rq_records_free(out, 0);
+  CHECK_INT(rq_next_due_ms(env), ==, INT64_MAX);
+  CHECK_INT(rq_dlq_list(env, NULL, &out), ==, 0);
+  rq_records_free(out, 0);
+  rq_record one;
+  CHECK_INT(rq_dlq_get(env, 1, &one), ==, RQ_NOTFOUND);
+  CHECK_INT(rq_over_watermark(env), ==, 0);
+  rq_verify_report rep;
+  CHECK_INT(rq_verify(env, &rep), ==, 0);
+  CHECK_INT(rep.records, ==, 0);
+  /* An empty batch commits fine. */
+  rq_txn *t;
+  CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+  CHECK_INT(rq_txn_commit(t), ==, 0);
+  rq_env_close(env);
+  env = open_env(NULL);
+  CHECK_INT(rq_stat(env, &st), ==, 0);
+  CHECK_INT(st.ready, ==, 0);
+  rq_env_close(env);
+}
+
+TEST(open_errors) {
+  rq_env *env = NULL;
+  rq_options ro = {.flags = RQ_OPEN_READONLY};
+  /* Read-only on a directory without a queue. */
+  CHECK_INT(rq_env_open(&env, tl_tmpdir, &ro), ==, -ENOENT);
+  char path[4200];
+  snprintf(path, sizeof path, "%s/missing", tl_tmpdir);
+  CHECK_INT(rq_env_open(&env, path, NULL), ==, -ENOENT);
+  CHECK(env == NULL);
+}
+
+TEST(append_lease_ack) {
+  rq_env *env = open_env(NULL);
+  rq_txn *t;
+  uint64_t s[3];
+  CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+  rq_record a = mkrec("{\"type\":\"a\"}", "id-a", "a", NULL);
+  rq_record b = mkrec("{\"type\":\"bb\"}", "id-b", "bb", NULL);
+  rq_record c = mkrec("{\"type\":\"ccc\"}", NULL, "ccc", NULL);
+  CHECK_INT(rq_txn_append(t, &a, &s[0]), ==, 0);
+  CHECK_INT(rq_txn_append(t, &b, &s[1]), ==, 0);
+  CHECK_INT(rq_txn_append(t, &c, &s[2]), ==, 0);
+  CHECK_INT(rq_txn_commit(t), ==, 0);
+  CHECK_INT(s[0], ==, 1);
+  CHECK(s[0] < s[1] && s[1] < s[2]);
+
+  rq_stats st;
+  CHECK_INT(rq_stat(env, &st), ==, 0);
+  CHECK_INT(st.ready, ==, 3);
+  CHECK_INT(st.ready_bytes, ==, a.body_len + b.body_len + c.body_len);
+  CHECK_INT(st.oldest_ready_ms, ==, NOW);
+  CHECK_INT(st.appended_total, ==, 3);
+
+  rq_record *out;
+  CHECK_INT(rq_lease(env, NOW, 2, 0, &out), ==, 2);
+  CHECK_INT(out[0].seq, ==, s[0]);
+  CHECK_INT(out[1].seq, ==, s[1]);
+  CHECK_MEM(out[0].body, out[0].body_len, a.body, a.body_len);
+  CHECK_STR(out[1].webhook_id, "id-b");
+  CHECK_STR(out[1].type, "bb");
+  CHECK(out[1].cid == NULL);
+  rq_records_free(out, 2);
+  CHECK_INT(rq_leased_count(env), ==, 2);
+  CHECK_INT(rq_stat(env, &st), ==, 0);
+  CHECK_INT(st.inflight, ==, 2);
+
+  /* Leased records are not handed out twice. */
+  CHECK_INT(rq_lease(env, NOW, 10, 0, &out), ==, 1);
+  CHECK_INT(out[0].seq, ==, s[2]);
+  rq_records_free(out, 1);
+  CHECK_INT(rq_lease(env, NOW, 10, 0, &out), ==, 0);
+  rq_records_free(out, 0);
+
+  /* Ack releases; a second ack of the same seq is harmless. */
+  CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+  CHECK_INT(rq_txn_ack(t, s[0]), ==, 0);
+  CHECK_INT(rq_txn_ack(t, s[0]), ==, RQ_NOTFOUND);
+  CHECK_INT(rq_txn_ack(t, 999), ==, RQ_NOTFOUND);
+  CHECK_INT(rq_txn_commit(t), ==, 0);
+  CHECK_INT(rq_leased_count(env), ==, 2);
+  CHECK_INT(rq_stat(env, &st), ==, 0);
+  CHECK_INT(st.ready, ==, 2);
+  CHECK_INT(st.acked_total, ==, 1);
+  CHECK_INT(st.ready_bytes, ==, b.body_len + c.body_len);
+
+  /* Release makes a record leasable again, unchanged. */
+  rq_release(env, s[1]);
+  CHECK_INT(rq_lease(env, NOW, 10, 0, &out), ==, 1);
+  CHECK_INT(out[0].seq, ==, s[1]);
+  CHECK_INT(out[0].attempts, ==, 0);
+  rq_records_free(out, 1);
+  rq_env_close(env);
+}
+
+TEST(roundtrip_byte_identical_after_reopen) {
+  uint8_t body[1500];
+  for (size_t i = 0; i < sizeof body; i++) body[i] = (uint8_t)(i * 7 + 3); /* NULs, high bytes */
+  rq_record r = {0};
+  r.received_ms = NOW + 123;
+  r.body = body;
+  r.body_len = sizeof body;
+  r.webhook_id = "wh-1";
+  r.webhook_attempt = "2";
+  r.api_key = "key\xc3\xa9";
+  r.type = "message.new";
+  r.cid = "messaging:general";
+  r.channel_type = "messaging";
+  r.channel_id = "general";
+  r.user_id = "user-42";
+  r.attempts = 9; /* caller's retry state is not taken over */
+  r.last_error = "ignored";
+  rq_env *env = open_env(NULL);
+  uint64_t seq = append1(env, &r);
+  rq_env_close(env);
+
+  env = open_env(NULL);
+  rq_record *out;
+  CHECK_INT(rq_lease(env, NOW, 5, 0, &out), ==, 1);
+  CHECK_INT(out[0].seq, ==, seq);
+  CHECK_INT(out[0].received_ms, ==, NOW + 123);
+  CHECK_MEM(out[0].body, out[0].body_len, body, sizeof body);
+  CHECK(out[0].body[out[0].body_len] == 0);
+  CHECK_STR(out[0].webhook_id, "wh-1");
+  CHECK_STR(out[0].webhook_attempt, "2");
+  CHECK_STR(out[0].api_key, "key\xc3\xa9");
+  CHECK_STR(out[0].type, "message.new");
+  CHECK_STR(out[0].cid, "messaging:general");
+  CHECK_STR(out[0].channel_type, "messaging");
+  CHECK_STR(out[0].channel_id, "general");
+  CHECK_STR(out[0].user_id, "user-42");
+  CHECK_INT(out[0].attempts, ==, 0);
+  CHECK(out[0].last_error == NULL);
+  CHECK(out[0].dlq_reason == NULL);
+  rq_records_free(out, 1);
+  rq_env_close(env);
+}
+
+TEST(empty_body_is_kept) {
+  rq_env *env = open_env(NULL);
+  rq_record r = mkrec("", NULL, "t", NULL);
+  append1(env, &r);
+  rq_record *out;
+  CHECK_INT(rq_lease(env, NOW, 5, 0, &out), ==, 1);
+  CHECK_INT(out[0].body_len, ==, 0);
+  CHECK(out[0].body != NULL);
+  rq_records_free(out, 1);
+  rq_env_close(env);
+}
+
+TEST(nack_and_nothing_due) {
+  rq_env *env = open_env(NULL);
+  rq_record r = mkrec("{}", NULL, "t", NULL);
+  uint64_t seq = append1(env, &r);
+  rq_record *out;
+  CHECK_INT(rq_lease(env, NOW, 5, 0, &out), ==, 1);
+  rq_records_free(out, 1);
+
+  rq_txn *t;
+  CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+  CHECK_INT(rq_txn_nack(t, seq, NOW + 10, NOW + 5000, "Throttling"), ==, 0);
+  CHECK_INT(rq_txn_nack(t, 777, NOW, NOW, "x"), ==, RQ_NOTFOUND);
+  CHECK_INT(rq_txn_commit(t), ==, 0);
+  CHECK_INT(rq_leased_count(env), ==, 0);
+
+  /* Not due yet: nothing to lease, and the drainer learns when to wake. */
+  CHECK_INT(rq_lease(env, NOW + 4999, 5, 0, &out), ==, 0);
+  rq_records_free(out, 0);
+  CHECK_INT(rq_next_due_ms(env), ==, NOW + 5000);
+
+  CHECK_INT(rq_lease(env, NOW + 5000, 5, 0, &out), ==, 1);
+  CHECK_INT(out[0].attempts, ==, 1);
+  CHECK_INT(out[0].first_attempt_ms, ==, NOW + 10);
+  CHECK_INT(out[0].last_attempt_ms, ==, NOW + 10);
+  CHECK_INT(out[0].next_attempt_ms, ==, NOW + 5000);
+  CHECK_STR(out[0].last_error, "Throttling");
+  CHECK_MEM(out[0].body, out[0].body_len, "{}", 2);
+  rq_records_free(out, 1);
+
+  /* Second failure: first_attempt stays, the rest moves on. */
+  CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+  CHECK_INT(rq_txn_nack(t, seq, NOW + 6000, NOW + 7000, "InternalError"), ==, 0);
+  CHECK_INT(rq_txn_commit(t), ==, 0);
+  rq_env_close(env);
+  env = open_env(NULL); /* retry state survives a restart */
+  CHECK_INT(rq_lease(env, NOW + 7000, 5, 0, &out), ==, 1);
+  CHECK_INT(out[0].attempts, ==, 2);
+  CHECK_INT(out[0].first_attempt_ms, ==, NOW + 10);
+  CHECK_INT(out[0].last_attempt_ms, ==, NOW + 6000);
+  CHECK_STR(out[0].last_error, "InternalError");
+  rq_records_free(out, 1);
+  rq_env_close(env);
+}
+
+TEST(lease_skips_not_due_keeps_order) {
+  rq_env *env = open_env(NULL);
+  uint64_t s[4];
+  for (int i = 0; i < 4; i++) {
+    rq_record r = mkrec("{}", NULL, "t", NULL);
+    s[i] = append1(env, &r);
+  }
+  rq_txn *t;
+  CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+  CHECK_INT(rq_txn_nack(t, s[1], NOW, NOW + 100, "e"), ==, 0);
+  CHECK_INT(rq_txn_commit(t), ==, 0);
+  rq_record *out;
+  CHECK_INT(rq_lease(env, NOW, 10, 0, &out), ==, 3);
+  CHECK_INT(out[0].seq, ==, s[0]);
+  CHECK_INT(out[1].seq, ==, s[2]);
+  CHECK_INT(out[2].seq, ==, s[3]);
+  rq_records_free(out, 3);
+  CHECK_INT(rq_next_due_ms(env), ==, NOW + 100);
+  rq_env_close(env);
+}
+
+TEST(fifo_blocks_group) {
+  rq_env *env = open_env(NULL);
+  rq_record a1 = mkrec("{\"n\":1}", NULL, "message.new", "m:a");
+  rq_record a2 = mkrec("{\"n\":2}", NULL, "message.new", "m:a");
+  rq_record b1 = mkrec("{\"n\":3}", NULL, "message.new", "m:b");
+  rq_record u1 = mkrec("{\"n\":4}", NULL, "user.updated", NULL); /* group = type */
+  rq_record u2 = mkrec("{\"n\":5}", NULL, "user.updated", NULL);
+  uint64_t sa1 = append1(env, &a1), sa2 = append1(env, &a2), sb1 = append1(env, &b1);
+  uint64_t su1 = append1(env, &u1), su2 = append1(env, &u2);
+  rq_record *out;
+  CHECK_INT(rq_lease(env, NOW, 10, RQ_LEASE_FIFO, &out), ==, 3);
+  CHECK_INT(out[0].seq, ==, sa1);
+  CHECK_INT(out[1].seq, ==, sb1);
+  CHECK_INT(out[2].seq, ==, su1);
+  rq_records_free(out, 3);
+  /* Heads in flight: each group is blocked. */
+  CHECK_INT(rq_lease(env, NOW, 10, RQ_LEASE_FIFO, &out), ==, 0);
+  rq_records_free(out, 0);
+  CHECK_INT(rq_next_due_ms_flags(env, RQ_LEASE_FIFO), ==, INT64_MAX);
+  CHECK_INT(rq_next_due_ms(env), ==, 0); /* without FIFO, a2 and u2 are due */
+
+  /* a1 fails and backs off: a2 must still wait behind it. */
+  rq_txn *t;
+  CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+  CHECK_INT(rq_txn_nack(t, sa1, NOW, NOW + 1000, "e"), ==, 0);
+  CHECK_INT(rq_txn_ack(t, su1), ==, 0);
+  CHECK_INT(rq_txn_commit(t), ==, 0);
+  CHECK_INT(rq_lease(env, NOW, 10, RQ_LEASE_FIFO, &out), ==, 1);
+  CHECK_INT(out[0].seq, ==, su2);
+  rq_records_free(out, 1);
+  CHECK_INT(rq_next_due_ms_flags(env, RQ_LEASE_FIFO), ==, NOW + 1000);
+  CHECK_INT(rq_lease(env, NOW + 1000, 10, RQ_LEASE_FIFO, &out), ==, 1);
+  CHECK_INT(out[0].seq, ==, sa1);
+  rq_records_free(out, 1);
+  CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+  CHECK_INT(rq_txn_ack(t, sa1), ==, 0);
+  CHECK_INT(rq_txn_commit(t), ==, 0);
+  CHECK_INT(rq_lease(env, NOW + 1000, 10, RQ_LEASE_FIFO, &out), ==, 1);
+  CHECK_INT(out[0].seq, ==, sa2);
+  rq_records_free(out, 1);
+  rq_env_close(env);
+}
+
+TEST(dead_letter_and_dlq_reads) {
+  rq_env *env = open_env(NULL);
+  rq_record a = mkrec("{\"a\":1}", "wa", "message.new", "m:a");
+  rq_record b = mkrec("{\"b\":2}", "wb", "user.updated", NULL);
+  rq_record c = mkrec("{\"c\":3}", "wc", "message.new", "m:c");
+  uint64_t sa = append1(env, &a), sb = append1(env, &b), sc = append1(env, &c);
+  rq_txn *t;
+  CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+  CHECK_INT(rq_txn_nack(t, sa, NOW, NOW + 10, "Throttling"), ==, 0);
+  CHECK_INT(rq_txn_commit(t), ==, 0);
+  CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+  CHECK_INT(rq_txn_dead(t, sa, NOW + 20, "rejected", "InvalidParameter", "bad attr"), ==, 0);
+  CHECK_INT(rq_txn_dead(t, sb, NOW + 30, "expired", NULL, "too old"), ==, 0);
+  CHECK_INT(rq_txn_dead(t, 4242, NOW, "expired", NULL, NULL), ==, RQ_NOTFOUND);
+  CHECK_INT(rq_txn_commit(t), ==, 0);
+
+  rq_stats st;
+  CHECK_INT(rq_stat(env, &st), ==, 0);
+  CHECK_INT(st.ready, ==, 1);
+  CHECK_INT(st.dlq, ==, 2);
+  CHECK_INT(st.dlq_bytes, ==, a.body_len + b.body_len);
+  CHECK_INT(st.dead_lettered_total, ==, 2);
+
+  rq_record one;
+  CHECK_INT(rq_dlq_get(env, sa, &one), ==, 0);
+  CHECK_INT(one.seq, ==, sa);
+  CHECK_MEM(one.body, one.body_len, a.body, a.body_len);
+  CHECK_STR(one.dlq_reason, "rejected");
+  CHECK_STR(one.dlq_code, "InvalidParameter");
+  CHECK_STR(one.dlq_message, "bad attr");
+  CHECK_INT(one.dlq_time_ms, ==, NOW + 20);
+  CHECK_INT(one.attempts, ==, 2);
+  CHECK_INT(one.first_attempt_ms, ==, NOW);
+  CHECK_INT(one.last_attempt_ms, ==, NOW + 20);
+  CHECK_STR(one.last_error, "Throttling");
+  CHECK_STR(one.cid, "m:a");
+  rq_record_free(&one);
+  CHECK(one.owned_ == NULL);
+
+  rq_record *out;
+  CHECK_INT(rq_dlq_list(env, NULL, &out), ==, 2);
+  CHECK_INT(out[0].seq, ==, sa);
+  CHECK_INT(out[1].seq, ==, sb);
+  rq_records_free(out, 2);
+  rq_dlq_filter f = {.reason = "expired"};
+  CHECK_INT(rq_dlq_list(env, &f, &out), ==, 1);
+  CHECK_INT(out[0].seq, ==, sb);
+  CHECK(out[0].dlq_code == NULL);
+  rq_records_free(out, 1);
+  rq_dlq_filter ft = {.type = "message.new"};
+  CHECK_INT(rq_dlq_list(env, &ft, &out), ==, 1);
+  CHECK_INT(out[0].seq, ==, sa);
+  rq_records_free(out, 1);
+  rq_dlq_filter page = {.limit = 1};
+  CHECK_INT(rq_dlq_list(env, &page, &out), ==, 1);
+  CHECK_INT(out[0].seq, ==, sa);
+  page.after_seq = out[0].seq;
+  rq_records_free(out, 1);
+  CHECK_INT(rq_dlq_list(env, &page, &out), ==, 1);
+  CHECK_INT(out[0].seq, ==, sb);
+  page.after_seq = out[0].seq;
+  rq_records_free(out, 1);
+  CHECK_INT(rq_dlq_list(env, &page, &out), ==, 0);
+  rq_records_free(out, 0);
+
+  /* The remaining ready record is untouched. */
+  CHECK_INT(rq_lease(env, NOW, 10, 0, &out), ==, 1);
+  CHECK_INT(out[0].seq, ==, sc);
+  rq_records_free(out, 1);
+  rq_env_close(env);
+}
+
+TEST(append_dead_goes_to_dlq) {
+  rq_env *env = open_env(NULL);
+  rq_txn *t;
+  uint64_t seq, s2;
+  rq_record big = mkrec("{\"huge\":true}", "w-big", "message.new", NULL);
+  rq_record ok = mkrec("{}", "w-ok", "t", NULL);
+  CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+  CHECK_INT(rq_txn_append_dead(t, &big, "too_large", NULL, "over 262144 bytes", &seq), ==, 0);
+  CHECK_INT(rq_txn_append(t, &ok, &s2), ==, 0);
+  /* Dedup applies to the dead path as well. */
+  CHECK_INT(rq_txn_append_dead(t, &big, "too_large", NULL, NULL, NULL), ==, RQ_DUPLICATE);
+  CHECK_INT(rq_txn_commit(t), ==, 0);
+  CHECK(s2 > seq);
+  rq_stats st;
+  CHECK_INT(rq_stat(env, &st), ==, 0);
+  CHECK_INT(st.dlq, ==, 1);
+  CHECK_INT(st.ready, ==, 1);
+  CHECK_INT(st.appended_total, ==, 2);
+  CHECK_INT(st.dead_lettered_total, ==, 1);
+  CHECK_INT(st.duplicates_total, ==, 1);
+  rq_record one;
+  CHECK_INT(rq_dlq_get(env, seq, &one), ==, 0);
+  CHECK_STR(one.dlq_reason, "too_large");
+  CHECK_STR(one.dlq_message, "over 262144 bytes");
+  CHECK_MEM(one.body, one.body_len, big.body, big.body_len);
+  CHECK_INT(one.attempts, ==, 0);
+  rq_record_free(&one);
+  rq_env_close(env);
+}
+
+static void make_dlq(rq_env *env, int n, uint64_t *seqs) {
+  rq_txn *t;
+  CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+  for (int i = 0; i < n; i++) {
+    rq_record r = mkrec(i % 2 ? "{\"odd\":1}" : "{\"even\":1}", NULL, i % 2 ? "odd" : "even", NULL);
+    CHECK_INT(rq_txn_append_dead(t, &r, i % 3 ? "rejected" : "expired", NULL, NULL, &seqs[i]), ==,
+              0);
+  }
+  CHECK_INT(rq_txn_commit(t), ==, 0);
+}
+
+TEST(replay_by_id_and_missing) {
+  rq_env *env = open_env(NULL);
+  uint64_t s[3];
+  make_dlq(env, 3, s);
+  uint64_t ids[] = {s[1], 99999, s[1]};
+  size_t moved = 7, missing = 7;
+  CHECK_INT(rq_dlq_replay(env, ids, 3, NULL, &moved, &missing), ==, 0);
+  CHECK_INT(moved, ==, 1);
+  CHECK_INT(missing, ==, 2); /* unknown id, and the second copy of s[1] */
+  rq_record *out;
+  CHECK_INT(rq_lease(env, NOW, 10, 0, &out), ==, 1);
+  CHECK(out[0].seq > s[2]); /* back at the tail with a new seq */
+  CHECK_MEM(out[0].body, out[0].body_len, "{\"odd\":1}", 9);
+  CHECK_INT(out[0].attempts, ==, 0);
+  CHECK(out[0].dlq_reason == NULL);
+  CHECK_STR(out[0].type, "odd");
+  rq_records_free(out, 1);
+  rq_stats st;
+  CHECK_INT(rq_stat(env, &st), ==, 0);
+  CHECK_INT(st.dlq, ==, 2);
+  CHECK_INT(st.ready, ==, 1);
+  /* Replay of nothing but missing ids. */
+  uint64_t gone = 12345;
+  CHECK_INT(rq_dlq_replay(env, &gone, 1, NULL, &moved, &missing), ==, 0);
+  CHECK_INT(moved, ==, 0);
+  CHECK_INT(missing, ==, 1);
+  rq_env_close(env);
+}
+
+TEST(replay_filter_and_all) {
+  rq_env *env = open_env(NULL);
+  uint64_t s[6];
+  make_dlq(env, 6, s);
+  size_t moved;
+  rq_dlq_filter f = {.reason = "expired"}; /* i = 0, 3 */
+  CHECK_INT(rq_dlq_replay(env, NULL, 0, &f, &moved, NULL), ==, 0);
+  CHECK_INT(moved, ==, 2);
+  rq_dlq_filter ft = {.type = "odd", .reason = "rejected"}; /* i = 1, 5 */
+  CHECK_INT(rq_dlq_replay(env, NULL, 0, &ft, &moved, NULL), ==, 0);
+  CHECK_INT(moved, ==, 2);
+  CHECK_INT(rq_dlq_replay(env, NULL, 0, NULL, &moved, NULL), ==, 0);
+  CHECK_INT(moved, ==, 2);
+  rq_stats st;
+  CHECK_INT(rq_stat(env, &st), ==, 0);
+  CHECK_INT(st.dlq, ==, 0);
+  CHECK_INT(st.dlq_bytes, ==, 0);
+  CHECK_INT(st.ready, ==, 6);
+  rq_record *out;
+  CHECK_INT(rq_lease(env, NOW, 10, 0, &out), ==, 6);
+  for (int i = 1; i < 6; i++) CHECK(out[i].seq > out[i - 1].seq);
+  rq_records_free(out, 6);
+  rq_env_close(env);
+}
+
+TEST(purge) {
+  rq_env *env = open_env(NULL);
+  uint64_t s[4];
+  make_dlq(env, 4, s);
+  size_t purged, missing;
+  uint64_t ids[] = {s[0], 555};
+  CHECK_INT(rq_dlq_purge(env, ids, 2, NULL, &purged, &missing), ==, 0);
+  CHECK_INT(purged, ==, 1);
+  CHECK_INT(missing, ==, 1);
+  rq_dlq_filter f = {.type = "odd"};
+  CHECK_INT(rq_dlq_purge(env, NULL, 0, &f, &purged, NULL), ==, 0);
+  CHECK_INT(purged, ==, 2);
+  rq_record *out;
+  CHECK_INT(rq_dlq_list(env, NULL, &out), ==, 1);
+  CHECK_INT(out[0].seq, ==, s[2]);
+  rq_records_free(out, 1);
+  CHECK_INT(rq_dlq_purge(env, NULL, 0, NULL, &purged, NULL), ==, 0);
+  CHECK_INT(purged, ==, 1);
+  rq_stats st;
+  CHECK_INT(rq_stat(env, &st), ==, 0);
+  CHECK_INT(st.dlq, ==, 0);
+  CHECK_INT(st.ready, ==, 0);
+  rq_env_close(env);
+}
+
+TEST(dedup_within_window) {
+  rq_env *env = open_env(NULL);
+  int64_t now = wall_ms();
+  rq_record r = mkrec("{}", "dup-1", "t", NULL);
+  r.received_ms = now;
+  rq_txn *t;
+  uint64_t seq;
+  CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+  CHECK_INT(rq_txn_append(t, &r, &seq), ==, 0);
+  CHECK_INT(rq_txn_append(t, &r, NULL), ==, RQ_DUPLICATE); /* same batch */
+  rq_record other = mkrec("{}", "dup-2", "t", NULL);
+  other.received_ms = now;
+  CHECK_INT(rq_txn_append(t, &other, NULL), ==, 0); /* batch still usable */
+  CHECK_INT(rq_txn_commit(t), ==, 0);
+  CHECK_INT(rq_dedup_seen(env, "dup-1", now), ==, 1);
+  CHECK_INT(rq_dedup_seen(env, "never", now), ==, 0);
+  CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+  CHECK_INT(rq_txn_append(t, &r, NULL), ==, RQ_DUPLICATE); /* later batch */
+  CHECK_INT(rq_txn_commit(t), ==, 0);
+  rq_env_close(env);
+  env = open_env(NULL); /* the index survives a restart */
+  CHECK_INT(rq_dedup_seen(env, "dup-1", now + 1000), ==, 1);
+  rq_stats st;
+  CHECK_INT(rq_stat(env, &st), ==, 0);
+  CHECK_INT(st.duplicates_total, ==, 2);
+  CHECK_INT(st.ready, ==, 2);
+  CHECK_INT(st.dedup_entries, ==, 2);
+  /* Ack does not forget the id: a redelivery after publishing is still a dup. */
+  ack1(env, seq);
+  CHECK_INT(rq_dedup_seen(env, "dup-1", now + 1000), ==, 1);
+  /* Very long ids work too (LMDB keys are limited). */
+  char longid[2000];
+  memset(longid, 'x', sizeof longid - 1);
+  longid[sizeof longid - 1] = '\0';
+  rq_record l = mkrec("{}", longid, "t", NULL);
+  l.received_ms = now;
+  append1(env, &l);
+  CHECK_INT(rq_dedup_seen(env, longid, now), ==, 1);
+  longid[1500] = 'y';
+  CHECK_INT(rq_dedup_seen(env, longid, now), ==, 0);
+  rq_env_close(env);
+}
+
+TEST(dedup_window_expiry) {
+  rq_options o = {.dedup_window_s = 2};
+  rq_env *env = open_env(&o);
+  int64_t now = wall_ms();
+  rq_record r = mkrec("{}", "exp-1", "t", NULL);
+  r.received_ms = now;
+  append1(env, &r);
+  CHECK_INT(rq_dedup_seen(env, "exp-1", now + 1999), ==, 1);
+  CHECK_INT(rq_dedup_seen(env, "exp-1", now + 2000), ==, 0);
+  /* Appended again after the window: stored, and the entry refreshed. */
+  r.received_ms = now + 2500;
+  rq_txn *t;
+  CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+  CHECK_INT(rq_txn_append(t, &r, NULL), ==, 0);
+  CHECK_INT(rq_txn_commit(t), ==, 0);
+  CHECK_INT(rq_dedup_seen(env, "exp-1", now + 4000), ==, 1);
+
+  /* Pruning: old entries (by wall clock) vanish at the next batch start. */
+  rq_record old = mkrec("{}", "old-1", "t", NULL);
+  old.received_ms = now - 60000;
+  append1(env, &old);
+  rq_stats st;
+  CHECK_INT(rq_stat(env, &st), ==, 0);
+  int64_t before = (int64_t)st.dedup_entries;
+  CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+  CHECK_INT(rq_txn_commit(t), ==, 0);
+  CHECK_INT(rq_stat(env, &st), ==, 0);
+  CHECK_INT(st.dedup_entries, ==, before - 1);
+  CHECK_INT(rq_dedup_seen(env, "old-1", now - 60000), ==, 0);
+  CHECK_INT(rq_dedup_seen(env, "exp-1", now + 4000), ==, 1);
+  rq_env_close(env);
+}
+
+TEST(mixed_batch_one_commit) {
+  rq_env *env = open_env(NULL);
+  uint64_t s[3];
+  for (int i = 0; i < 3; i++) {
+    rq_record r = mkrec("{}", NULL, "t", NULL);
+    s[i] = append1(env, &r);
+  }
+  rq_txn *t;
+  uint64_t ns;
+  rq_record n = mkrec("{\"new\":1}", NULL, "t", NULL);
+  CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+  CHECK_INT(rq_txn_ack(t, s[0]), ==, 0);
+  CHECK_INT(rq_txn_nack(t, s[1], NOW, NOW + 50, "e"), ==, 0);
+  CHECK_INT(rq_txn_dead(t, s[2], NOW, "rejected", "X", "y"), ==, 0);
+  CHECK_INT(rq_txn_append(t, &n, &ns), ==, 0);
+  CHECK_INT(rq_txn_commit(t), ==, 0);
+  rq_stats st;
+  CHECK_INT(rq_stat(env, &st), ==, 0);
+  CHECK_INT(st.ready, ==, 2);
+  CHECK_INT(st.dlq, ==, 1);
+  CHECK_INT(st.acked_total, ==, 1);
+  CHECK_INT(st.appended_total, ==, 4);
+  rq_record *out;
+  CHECK_INT(rq_lease(env, NOW, 10, 0, &out), ==, 1);
+  CHECK_INT(out[0].seq, ==, ns);
+  rq_records_free(out, 1);
+  rq_env_close(env);
+}
+
+TEST(abort_discards) {
+  rq_env *env = open_env(NULL);
+  rq_record r = mkrec("{}", "ab-1", "t", NULL);
+  uint64_t seq = append1(env, &r);
+  rq_txn *t;
+  rq_record r2 = mkrec("{}", "ab-2", "t", NULL);
+  CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+  CHECK_INT(rq_txn_append(t, &r2, NULL), ==, 0);
+  CHECK_INT(rq_txn_ack(t, seq), ==, 0);
+  rq_txn_abort(t);
+  rq_stats st;
+  CHECK_INT(rq_stat(env, &st), ==, 0);
+  CHECK_INT(st.ready, ==, 1);
+  CHECK_INT(st.appended_total, ==, 1);
+  CHECK_INT(rq_dedup_seen(env, "ab-2", NOW), ==, 0);
+  /* The seq of the aborted append is handed out again: nothing used it. */
+  uint64_t s2 = append1(env, &r2);
+  CHECK_INT(s2, ==, seq + 1);
+  rq_env_close(env);
+}
+
+static int fail_hook(void *arg) {
+  int *calls = arg;
+  (*calls)++;
+  return -EIO;
+}
+
+TEST(commit_hook_failure_then_recovery) {
+  rq_env *env = open_env(NULL);
+  rq_record r = mkrec("{}", "hk-1", "t", NULL);
+  uint64_t s1 = append1(env, &r);
+  rq_record *out;
+  CHECK_INT(rq_lease(env, NOW, 1, 0, &out), ==, 1);
+  rq_records_free(out, 1);
+  int calls = 0;
+  rq_set_commit_hook(env, fail_hook, &calls);
+  rq_txn *t;
+  rq_record r2 = mkrec("{}", "hk-2", "t", NULL);
+  CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+  CHECK_INT(rq_txn_append(t, &r2, NULL), ==, 0);
+  CHECK_INT(rq_txn_ack(t, s1), ==, 0);
+  CHECK_INT(rq_txn_commit(t), ==, -EIO);
+  CHECK_INT(calls, ==, 1);
+  rq_stats st;
+  CHECK_INT(rq_stat(env, &st), ==, 0);
+  CHECK_INT(st.ready, ==, 1); /* nothing of the batch stored */
+  CHECK_INT(st.appended_total, ==, 1);
+  CHECK_INT(rq_dedup_seen(env, "hk-2", NOW), ==, 0);
+  /* The failed ack's lease is released: the record is leasable again. */
+  CHECK_INT(rq_leased_count(env), ==, 0);
+  rq_set_commit_hook(env, NULL, NULL);
+  CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+  CHECK_INT(rq_txn_append(t, &r2, NULL), ==, 0);
+  CHECK_INT(rq_txn_ack(t, s1), ==, 0);
+  CHECK_INT(rq_txn_commit(t), ==, 0);
+  CHECK_INT(rq_stat(env, &st), ==, 0);
+  CHECK_INT(st.ready, ==, 1);
+  CHECK_INT(st.appended_total, ==, 2);
+  CHECK_INT(st.acked_total, ==, 1);
+  rq_env_close(env);
+}
+
+TEST(stats_across_restart) {
+  rq_env *env = open_env(NULL);
+  uint64_t s[5];
+  for (int i = 0; i < 5; i++) {
+    rq_record r = mkrec("12345", NULL, "t", NULL);
+    s[i] = append1(env, &r);
+  }
+  ack1(env, s[0]);
+  ack1(env, s[1]);
+  rq_txn *t;
+  CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+  CHECK_INT(rq_txn_dead(t, s[2], NOW, "rejected", NULL, NULL), ==, 0);
+  CHECK_INT(rq_txn_commit(t), ==, 0);
+  rq_env_close(env);
+  env = open_env(NULL);
+  rq_stats st;
+  CHECK_INT(rq_stat(env, &st), ==, 0);
+  CHECK_INT(st.appended_total, ==, 5);
+  CHECK_INT(st.acked_total, ==, 2);
+  CHECK_INT(st.dead_lettered_total, ==, 1);
+  CHECK_INT(st.ready, ==, 2);
+  CHECK_INT(st.ready_bytes, ==, 10);
+  CHECK_INT(st.dlq, ==, 1);
+  CHECK_INT(st.dlq_bytes, ==, 5);
+  CHECK_INT(st.inflight, ==, 0);
+  /* Seqs keep growing after a restart, even after the tail was acked. */
+  ack1(env, s[4]);
+  rq_env_close(env);
+  env = open_env(NULL);
+  rq_record r = mkrec("x", NULL, "t", NULL);
+  CHECK_INT(append1(env, &r), ==, s[4] + 1);
+  rq_env_close(env);
+}
+
+/* Appends until the map is full; returns the number committed. */
+static int fill(rq_env *env, size_t body_len, int per_batch, int *full_at_commit) {
+  char *body = malloc(body_len + 1);
+  memset(body, 'q', body_len);
+  body[body_len] = '\0';
+  int committed = 0;
+  *full_at_commit = -1;
+  for (int round = 0; round < 100000; round++) {
+    rq_txn *t;
+    CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+    int rc = 0, n = 0;
+    for (int i = 0; i < per_batch && !rc; i++) {
+      rq_record r = mkrec(body, NULL, "t", NULL);
+      rc = rq_txn_append(t, &r, NULL);
+      if (!rc) n++;
+    }
+    if (rc) {
+      CHECK_INT(rc, ==, RQ_MAP_FULL);
+      /* The append cap refuses the record but keeps the batch: what fitted
+       * before it commits, and a small ack-sized change still fits. */
+      CHECK_INT(rq_txn_status(t), ==, 0);
+      rq_record r = mkrec(body, NULL, "t", NULL);
+      CHECK_INT(rq_txn_append(t, &r, NULL), ==, RQ_MAP_FULL);
+      CHECK_INT(rq_txn_commit(t), ==, 0);
+      committed += n;
+      *full_at_commit = 0;
+      break;
+    }
+    rc = rq_txn_commit(t);
+    if (rc) {
+      CHECK_INT(rc, ==, RQ_MAP_FULL);
+      *full_at_commit = 1;
+      break;
+    }
+    committed += n;
+  }
+  free(body);
+  return committed;
+}
+
+TEST(map_full_then_recovery) {
+  rq_options o = {.map_size = 1 << 20, .high_watermark_pct = 50};
+  rq_env *env = open_env(&o);
+  CHECK_INT(rq_over_watermark(env), ==, 0);
+  int how;
+  int n = fill(env, 1000, 8, &how);
+  CHECK(how >= 0);
+  CHECK(n > 100);
+  CHECK_INT(rq_over_watermark(env), ==, 1);
+  rq_stats st;
+  CHECK_INT(rq_stat(env, &st), ==, 0);
+  CHECK_INT(st.ready, ==, n); /* committed data untouched */
+  CHECK(st.map_used <= st.map_size);
+  CHECK(st.map_used * 100 >= st.map_size * 50);
+  /* Still usable: lease everything and ack most of it. */
+  rq_record *out;
+  int got = rq_lease(env, NOW, (size_t)n, 0, &out);
+  CHECK_INT(got, ==, n);
+  for (int i = 0; i < got; i++) CHECK_INT(out[i].body_len, ==, 1000);
+  rq_txn *t;
+  CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+  for (int i = 0; i < got - 10; i++) CHECK_INT(rq_txn_ack(t, out[i].seq), ==, 0);
+  CHECK_INT(rq_txn_commit(t), ==, 0);
+  rq_records_free(out, (size_t)got);
+  /* LMDB reuses the freed pages once no snapshot needs them. */
+  CHECK_INT(rq_over_watermark(env), ==, 0);
+  int ok = 0;
+  for (int attempt = 0; attempt < 3 && !ok; attempt++) {
+    rq_record r = mkrec("{\"after\":\"full\"}", NULL, "t", NULL);
+    CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+    int rc = rq_txn_append(t, &r, NULL);
+    if (rc == 0)
+      rc = rq_txn_commit(t);
+    else
+      rq_txn_abort(t);
+    ok = rc == 0;
+  }
+  CHECK(ok);
+  CHECK_INT(rq_stat(env, &st), ==, 0);
+  CHECK_INT(st.ready, ==, 11);
+  /* And it can be filled about as much again. */
+  int n2 = fill(env, 1000, 8, &how);
+  CHECK(n2 > n / 2);
+  rq_env_close(env);
+  env = open_env(&o);
+  CHECK_INT(rq_stat(env, &st), ==, 0);
+  CHECK_INT(st.ready, ==, 11 + n2);
+  rq_env_close(env);
+}
+
+TEST(too_big_record) {
+  rq_options o = {.map_size = 1 << 20};
+  rq_env *env = open_env(&o);
+  size_t len = 600 * 1024;
+  char *body = malloc(len + 1);
+  memset(body, 'z', len);
+  body[len] = '\0';
+  rq_record r = mkrec(body, NULL, "t", NULL);
+  rq_txn *t;
+  CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+  CHECK_INT(rq_txn_append(t, &r, NULL), ==, RQ_TOO_BIG);
+  rq_record small = mkrec("{}", NULL, "t", NULL);
+  CHECK_INT(rq_txn_append(t, &small, NULL), ==, 0); /* batch still fine */
+  CHECK_INT(rq_txn_commit(t), ==, 0);
+  free(body);
+  rq_env_close(env);
+}
+
+static off_t data_size(void) {
+  char path[4200];
+  snprintf(path, sizeof path, "%s/data.mdb", tl_tmpdir);
+  struct stat st;
+  CHECK_INT(stat(path, &st), ==, 0);
+  return st.st_size;
+}
+
+TEST(steady_append_ack_reuses_space) {
+  /* 64 MiB map: data.mdb is grown ahead in 1 MiB steps, far less than the
+   * ~7.7 MB that pass through below. */
+  rq_options o = {.map_size = 64u << 20};
+  rq_env *env = open_env(&o);
+  char body[601];
+  memset(body, 'b', 600);
+  body[600] = '\0';
+  off_t at50 = 0;
+  for (int round = 0; round < 400; round++) {
+    rq_txn *t;
+    uint64_t first = 0, seq;
+    CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+    for (int i = 0; i < 32; i++) {
+      rq_record r = mkrec(body, NULL, "t", NULL);
+      CHECK_INT(rq_txn_append(t, &r, &seq), ==, 0);
+      if (!i) first = seq;
+    }
+    CHECK_INT(rq_txn_commit(t), ==, 0);
+    CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+    for (uint64_t s = first; s <= seq; s++) CHECK_INT(rq_txn_ack(t, s), ==, 0);
+    CHECK_INT(rq_txn_commit(t), ==, 0);
+    if (round == 49) at50 = data_size();
+  }
+  off_t at400 = data_size();
+  /* 12,800 records of 600 bytes went through (~7.7 MB); the file holds a
+   * few dozen pages and stopped growing. */
+  CHECK(at400 == at50);
+  CHECK(at400 < 3 * 1024 * 1024);
+  rq_env_close(env);
+}
+
+/* Writes a raw value into one of the queue's DBs, bypassing rq. */
+static void raw_put(const char *db, uint64_t seq, const void *val, size_t len) {
+  MDB_env *e;
+  MDB_txn *txn;
+  MDB_dbi dbi;
+  CHECK_INT(mdb_env_create(&e), ==, 0);
+  CHECK_INT(mdb_env_set_maxdbs(e, 8), ==, 0);
+  CHECK_INT(mdb_env_open(e, tl_tmpdir, 0, 0600), ==, 0);
+  CHECK_INT(mdb_txn_begin(e, NULL, 0, &txn), ==, 0);
+  CHECK_INT(mdb_dbi_open(txn, db, 0, &dbi), ==, 0);
+  uint8_t kb[8];
+  for (int i = 7, x = 0; i >= 0; i--, x++) kb[i] = (uint8_t)(seq >> (8 * x));
+  MDB_val k = {8, kb}, v = {len, (void *)val};
+  if (strcmp(db, "meta") == 0) {
+    k.mv_size = 6;
+    k.mv_data = "format";
+  }
+  CHECK_INT(mdb_put(txn, dbi, &k, &v, 0), ==, 0);
+  CHECK_INT(mdb_txn_commit(txn), ==, 0);
+  mdb_env_close(e);
+}
+
+TEST(verify_quarantines_corrupt) {
+  rq_env *env = open_env(NULL);
+  rq_record a = mkrec("{\"good\":1}", NULL, "t", NULL);
+  uint64_t s1 = append1(env, &a);
+  rq_env_close(env);
+  static const uint8_t junk[] = {0xc1, 'g', 'a', 'r', 'b', 0x00, 0xff};
+  raw_put("ready", s1 + 1, junk, sizeof junk);
+  static const uint8_t huge_array[] = {0xdd, 0xff, 0xff, 0xff, 0xff, 0x01}; /* lies about size */
+  raw_put("ready", s1 + 2, huge_array, sizeof huge_array);
+
+  env = open_env(NULL);
+  /* Lease never hands out undecodable bytes and never crashes on them. */
+  rq_record *out;
+  CHECK_INT(rq_lease(env, NOW, 10, 0, &out), ==, 1);
+  CHECK_INT(out[0].seq, ==, s1);
+  rq_records_free(out, 1);
+  rq_release(env, s1);
+  rq_verify_report rep;
+  CHECK_INT(rq_verify(env, &rep), ==, 0);
+  CHECK_INT(rep.records, ==, 3);
+  CHECK_INT(rep.corrupt, ==, 2);
+  CHECK_INT(rep.order_errors, ==, 0);
+  rq_record q;
+  CHECK_INT(rq_dlq_get(env, s1 + 1, &q), ==, 0);
+  CHECK_STR(q.dlq_reason, "corrupt");
+  CHECK_MEM(q.body, q.body_len, junk, sizeof junk);
+  rq_record_free(&q);
+  rq_stats st;
+  CHECK_INT(rq_stat(env, &st), ==, 0);
+  CHECK_INT(st.ready, ==, 1);
+  CHECK_INT(st.dlq, ==, 2);
+  CHECK_INT(st.dlq_bytes, ==, sizeof junk + sizeof huge_array);
+  /* New appends do not collide with the quarantined seqs. */
+  uint64_t s4 = append1(env, &a);
+  CHECK(s4 > s1 + 2);
+  /* A second walk finds everything clean. */
+  CHECK_INT(rq_verify(env, &rep), ==, 0);
+  CHECK_INT(rep.corrupt, ==, 0);
+  CHECK_INT(rep.records, ==, 4);
+  rq_env_close(env);
+}
+
+TEST(newer_format_refused) {
+  rq_env *env = open_env(NULL);
+  rq_env_close(env);
+  uint8_t v = 99;
+  raw_put("meta", 0, &v, 1);
+  CHECK_INT(rq_env_open(&env, tl_tmpdir, NULL), ==, RQ_VERSION);
+}
+
+TEST(readonly_open_rejects_writes) {
+  rq_env *env = open_env(NULL);
+  rq_record r = mkrec("{}", NULL, "t", NULL);
+  append1(env, &r);
+  rq_env_close(env);
+  rq_options ro = {.flags = RQ_OPEN_READONLY};
+  CHECK_INT(rq_env_open(&env, tl_tmpdir, &ro), ==, 0);
+  rq_txn *t;
+  CHECK_INT(rq_txn_begin(env, &t), ==, RQ_READONLY);
+  CHECK_INT(rq_dlq_purge(env, NULL, 0, NULL, NULL, NULL), ==, RQ_READONLY);
+  rq_stats st;
+  CHECK_INT(rq_stat(env, &st), ==, 0);
+  CHECK_INT(st.ready, ==, 1);
+  CHECK_INT(rq_over_watermark(env), ==, 0);
+  rq_env_close(env);
+}
+
+TEST(second_writer_refused) {
+  rq_env *env = open_env(NULL);
+  pid_t pid = fork();
+  CHECK(pid >= 0);
+  if (pid == 0) {
+    rq_env *e2 = NULL;
+    int rc = rq_env_open(&e2, tl_tmpdir, NULL);
+    _exit(rc == -EAGAIN ? 0 : 1);
+  }
+  int status;
+  CHECK_INT(waitpid(pid, &status, 0), ==, pid);
+  CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  rq_env_close(env);
+  /* Once the writer is gone, the next one gets in. */
+  env = open_env(NULL);
+  rq_env_close(env);
+}
+
+/* The child reads stats and the DLQ read-only while the parent appends;
+ * what it sees only grows, and it can never write. */
+TEST(readonly_child_while_parent_writes) {
+  rq_env *env = open_env(NULL);
+  rq_record d = mkrec("{\"dead\":1}", NULL, "t", NULL);
+  rq_txn *t;
+  CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+  CHECK_INT(rq_txn_append_dead(t, &d, "rejected", NULL, NULL, NULL), ==, 0);
+  CHECK_INT(rq_txn_commit(t), ==, 0);
+  int go[2];
+  CHECK_INT(pipe(go), ==, 0);
+  pid_t pid = fork();
+  CHECK(pid >= 0);
+  if (pid == 0) {
+    close(go[1]);
+    rq_options ro = {.flags = RQ_OPEN_READONLY};
+    rq_env *r = NULL;
+    if (rq_env_open(&r, tl_tmpdir, &ro)) _exit(2);
+    char c;
+    if (read(go[0], &c, 1) != 1) _exit(3);
+    uint64_t last = 0;
+    int samples = 0;
+    for (int i = 0; i < 200; i++) {
+      rq_stats st;
+      if (rq_stat(r, &st)) _exit(4);
+      if (st.ready < last) _exit(5);
+      if (st.appended_total != st.ready + 1) _exit(6);
+      last = st.ready;
+      rq_record *out;
+      int n = rq_dlq_list(r, NULL, &out);
+      if (n != 1) _exit(7);
+      rq_records_free(out, 1);
+      rq_txn *tx;
+      if (rq_txn_begin(r, &tx) != RQ_READONLY) _exit(8);
+      samples++;
+      usleep(1000);
+    }
+    rq_env_close(r);
+    _exit(samples == 200 && last > 0 ? 0 : 9);
+  }
+  close(go[0]);
+  CHECK_INT(write(go[1], "g", 1), ==, 1);
+  close(go[1]);
+  for (int i = 0; i < 300; i++) {
+    rq_record r = mkrec("{\"live\":1}", NULL, "t", NULL);
+    append1(env, &r);
+  }
+  int status;
+  CHECK_INT(waitpid(pid, &status, 0), ==, pid);
+  CHECK(WIFEXITED(status));
+  CHECK_INT(WEXITSTATUS(status), ==, 0);
+  CHECK(rq_reader_check(env) >= 0);
+  rq_env_close(env);
+}
+
+TEST(stale_readers_cleared) {
+  rq_env *env = open_env(NULL);
+  rq_record r = mkrec("{}", NULL, "t", NULL);
+  append1(env, &r);
+  /* A read-only child that dies holding a read transaction. */
+  pid_t pid = fork();
+  CHECK(pid >= 0);
+  if (pid == 0) {
+    MDB_env *e;
+    MDB_txn *txn;
+    if (mdb_env_create(&e) || mdb_env_set_maxdbs(e, 8) ||
+        mdb_env_open(e, tl_tmpdir, MDB_RDONLY, 0600) || mdb_txn_begin(e, NULL, MDB_RDONLY, &txn))
+      _exit(1);
+    raise(SIGKILL);
+  }
+  int status;
+  CHECK_INT(waitpid(pid, &status, 0), ==, pid);
+  CHECK(WIFSIGNALED(status));
+  CHECK_INT(rq_reader_check(env), ==, 1);
+  CHECK_INT(rq_reader_check(env), ==, 0);
+  rq_env_close(env);
+}
+
+/* Lease on one thread while another commits acks: each record is leased
+ * exactly once even though leases are released while scans run. */
+typedef struct {
+  rq_env *env;
+  uint64_t *acks;
+  size_t nacks;
+  pthread_mutex_t mu;
+  int done;
+} race_ctx;
+
+static void *acker(void *arg) {
+  race_ctx *c = arg;
+  for (;;) {
+    pthread_mutex_lock(&c->mu);
+    size_t n = c->nacks;
+    uint64_t batch[256];
+    if (n > 256) n = 256;
+    memcpy(batch, c->acks, n * sizeof *batch);
+    memmove(c->acks, c->acks + n, (c->nacks - n) * sizeof *batch);
+    c->nacks -= n;
+    int done = c->done;
+    pthread_mutex_unlock(&c->mu);
+    if (!n && done) break;
+    if (!n) {
+      usleep(100);
+      continue;
+    }
+    rq_txn *t;
+    if (rq_txn_begin(c->env, &t)) abort();
+    for (size_t i = 0; i < n; i++)
+      if (rq_txn_ack(t, batch[i])) abort();
+    if (rq_txn_commit(t)) abort();
+  }
+  return NULL;
+}
+
+TEST(lease_races_with_ack) {
+  rq_env *env = open_env(NULL);
+  enum { N = 3000 };
+  rq_txn *t;
+  CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+  for (int i = 0; i < N; i++) {
+    rq_record r = mkrec("{}", NULL, "t", NULL);
+    CHECK_INT(rq_txn_append(t, &r, NULL), ==, 0);
+  }
+  CHECK_INT(rq_txn_commit(t), ==, 0);
+  race_ctx c = {.env = env, .acks = malloc(N * sizeof(uint64_t))};
+  pthread_mutex_init(&c.mu, NULL);
+  pthread_t th;
+  CHECK_INT(pthread_create(&th, NULL, acker, &c), ==, 0);
+  static unsigned char seen[N + 1];
+  memset(seen, 0, sizeof seen);
+  int total = 0;
+  while (total < N) {
+    rq_record *out;
+    int n = rq_lease(env, NOW, 64, 0, &out);
+    CHECK(n >= 0);
+    pthread_mutex_lock(&c.mu);
+    for (int i = 0; i < n; i++) {
+      CHECK(out[i].seq >= 1 && out[i].seq <= N);
+      CHECK_INT(seen[out[i].seq], ==, 0);
+      seen[out[i].seq] = 1;
+      c.acks[c.nacks++] = out[i].seq;
+    }
+    pthread_mutex_unlock(&c.mu);
+    rq_records_free(out, (size_t)n);
+    total += n;
+  }
+  pthread_mutex_lock(&c.mu);
+  c.done = 1;
+  pthread_mutex_unlock(&c.mu);
+  pthread_join(th, NULL);
+  rq_stats st;
+  CHECK_INT(rq_stat(env, &st), ==, 0);
+  CHECK_INT(st.ready, ==, 0);
+  CHECK_INT(st.acked_total, ==, N);
+  CHECK_INT(st.inflight, ==, 0);
+  free(c.acks);
+  pthread_mutex_destroy(&c.mu);
+  rq_env_close(env);
+}
+
+/* LMDB itself runs out of pages while a reader pins an old snapshot (live
+ * data stays small, so the append cap does not help): the batch is poisoned
+ * with RQ_MAP_FULL, nothing committed is lost, and once the reader is gone
+ * the freed pages are reused. */
+TEST(map_full_from_pinned_reader) {
+  rq_options o = {.map_size = 1 << 20};
+  rq_env *env = open_env(&o);
+  rq_record first = mkrec("{\"first\":1}", NULL, "t", NULL);
+  uint64_t s1 = append1(env, &first);
+  int up[2], down[2];
+  CHECK_INT(pipe(up), ==, 0);
+  CHECK_INT(pipe(down), ==, 0);
+  pid_t pid = fork();
+  CHECK(pid >= 0);
+  if (pid == 0) {
+    MDB_env *e;
+    MDB_txn *txn;
+    char c = 'r';
+    if (mdb_env_create(&e) || mdb_env_set_maxdbs(e, 8) ||
+        mdb_env_open(e, tl_tmpdir, MDB_RDONLY, 0600) || mdb_txn_begin(e, NULL, MDB_RDONLY, &txn))
+      _exit(1);
+    if (write(up[1], &c, 1) != 1) _exit(2);
+    if (read(down[0], &c, 1) != 1) _exit(3); /* hold the snapshot until told */
+    mdb_txn_abort(txn);
+    mdb_env_close(e);
+    _exit(0);
+  }
+  char c;
+  CHECK_INT(read(up[0], &c, 1), ==, 1);
+  char body[1001];
+  memset(body, 'p', 1000);
+  body[1000] = '\0';
+  int rc = 0, rounds = 0, poisoned = 0;
+  for (; rounds < 5000 && !rc; rounds++) {
+    rq_txn *t;
+    uint64_t seq[8];
+    CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+    for (int i = 0; i < 8 && !rc; i++) {
+      rq_record r = mkrec(body, NULL, "t", NULL);
+      rc = rq_txn_append(t, &r, &seq[i]);
+    }
+    if (rc) {
+      CHECK_INT(rc, ==, RQ_MAP_FULL);
+      CHECK_INT(rq_txn_status(t), ==, RQ_MAP_FULL);
+      rq_record r = mkrec("{}", NULL, "t", NULL);
+      CHECK_INT(rq_txn_append(t, &r, NULL), ==, RQ_BAD_TXN);
+      CHECK_INT(rq_txn_commit(t), ==, RQ_MAP_FULL);
+      poisoned = 1;
+      break;
+    }
+    rc = rq_txn_commit(t);
+    if (rc) break;
+    CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+    for (int i = 0; i < 8 && !rc; i++) rc = rq_txn_ack(t, seq[i]);
+    if (rc) {
+      /* Even a delete needs fresh pages (copy-on-write). */
+      CHECK_INT(rc, ==, RQ_MAP_FULL);
+      CHECK_INT(rq_txn_status(t), ==, RQ_MAP_FULL);
+      CHECK_INT(rq_txn_commit(t), ==, RQ_MAP_FULL);
+      poisoned = 1;
+      break;
+    }
+    rc = rq_txn_commit(t);
+  }
+  CHECK_INT(rc, ==, RQ_MAP_FULL);
+  CHECK(rounds > 3);
+  (void)poisoned;
+  /* Committed data is intact and readable. */
+  rq_stats st;
+  CHECK_INT(rq_stat(env, &st), ==, 0);
+  CHECK(st.ready >= 1);
+  rq_record *out;
+  int n = rq_lease(env, NOW, 100, 0, &out);
+  CHECK(n >= 1);
+  CHECK_INT(out[0].seq, ==, s1);
+  CHECK_MEM(out[0].body, out[0].body_len, first.body, first.body_len);
+  rq_records_free(out, (size_t)n);
+  /* Reader gone: the pinned pages come back. */
+  CHECK_INT(write(down[1], "x", 1), ==, 1);
+  int status;
+  CHECK_INT(waitpid(pid, &status, 0), ==, pid);
+  CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  int ok = 0;
+  for (int attempt = 0; attempt < 4 && !ok; attempt++) {
+    rq_txn *t;
+    CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+    rq_record r = mkrec(body, NULL, "t", NULL);
+    rc = rq_txn_append(t, &r, NULL);
+    if (rc == 0)
+      rc = rq_txn_commit(t);
+    else
+      rq_txn_abort(t);
+    ok = rc == 0;
+  }
+  CHECK(ok);
+  rq_env_close(env);
+}
+
+TEST(argument_edge_cases) {
+  rq_env *env = open_env(NULL);
+  rq_record r = mkrec("{}", NULL, "t", NULL);
+  uint64_t s1 = append1(env, &r);
+  rq_record *out = NULL;
+  CHECK_INT(rq_lease(env, NOW, 0, 0, &out), ==, 0);
+  CHECK(out == NULL);
+  rq_txn *t;
+  CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+  rq_record bad = mkrec("{}", NULL, "t", NULL);
+  bad.body = NULL; /* body_len 2 without bytes */
+  CHECK_INT(rq_txn_append(t, &bad, NULL), ==, -EINVAL);
+  CHECK_INT(rq_txn_status(t), ==, 0);
+  CHECK_INT(rq_txn_append(t, &r, NULL), ==, 0);
+  CHECK_INT(rq_txn_commit(t), ==, 0);
+  uint64_t id;
+  CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+  CHECK_INT(rq_txn_dead(t, s1, NOW, "rejected", NULL, NULL), ==, 0);
+  CHECK_INT(rq_txn_commit(t), ==, 0);
+  id = s1;
+  rq_dlq_filter end = {.after_seq = UINT64_MAX};
+  CHECK_INT(rq_dlq_list(env, &end, &out), ==, 0);
+  rq_records_free(out, 0);
+  rq_dlq_filter none = {.reason = "expired"};
+  size_t moved = 9;
+  CHECK_INT(rq_dlq_replay(env, NULL, 0, &none, &moved, NULL), ==, 0);
+  CHECK_INT(moved, ==, 0);
+  CHECK_INT(rq_dlq_replay(env, &id, 1, NULL, &moved, NULL), ==, 0);
+  CHECK_INT(moved, ==, 1);
+  /* A file where a directory is expected. */
+  char path[4200];
+  snprintf(path, sizeof path, "%s/data.mdb", tl_tmpdir);
+  rq_env *e2 = NULL;
+  CHECK_INT(rq_env_open(&e2, path, NULL), ==, -ENOTDIR);
+  rq_env_close(env);
+}
+
+TEST(verify_rebuilds_gauges) {
+  rq_env *env = open_env(NULL);
+  uint64_t s[3];
+  for (int i = 0; i < 3; i++) {
+    rq_record r = mkrec("abcd", NULL, "t", NULL);
+    s[i] = append1(env, &r);
+  }
+  rq_txn *t;
+  CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+  CHECK_INT(rq_txn_nack(t, s[0], NOW, NOW, "e"), ==, 0);
+  CHECK_INT(rq_txn_commit(t), ==, 0);
+  rq_env_close(env);
+  /* Damage the counters: a gauge claims 1000 ready records. */
+  {
+    MDB_env *e;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    CHECK_INT(mdb_env_create(&e), ==, 0);
+    CHECK_INT(mdb_env_set_maxdbs(e, 8), ==, 0);
+    CHECK_INT(mdb_env_open(e, tl_tmpdir, 0, 0600), ==, 0);
+    CHECK_INT(mdb_txn_begin(e, NULL, 0, &txn), ==, 0);
+    CHECK_INT(mdb_dbi_open(txn, "meta", 0, &dbi), ==, 0);
+    MDB_val k = {8, "counters"}, v;
+    CHECK_INT(mdb_get(txn, dbi, &k, &v), ==, 0);
+    uint8_t buf[128];
+    CHECK(v.mv_size <= sizeof buf);
+    memcpy(buf, v.mv_data, v.mv_size);
+    /* [0x9a, (0xcf + 8 bytes) x 10]: element 6 is ready_count. */
+    size_t off = 1 + 6 * 9 + 1;
+    memset(buf + off, 0, 8);
+    buf[off + 6] = 0x03;
+    buf[off + 7] = 0xe8;
+    MDB_val nv = {v.mv_size, buf};
+    CHECK_INT(mdb_put(txn, dbi, &k, &nv, 0), ==, 0);
+    CHECK_INT(mdb_txn_commit(txn), ==, 0);
+    mdb_env_close(e);
+  }
+  env = open_env(NULL);
+  rq_stats st;
+  CHECK_INT(rq_stat(env, &st), ==, 0);
+  CHECK_INT(st.ready, ==, 1000);
+  rq_verify_report rep;
+  CHECK_INT(rq_verify(env, &rep), ==, 0);
+  CHECK_INT(rep.records, ==, 3);
+  CHECK_INT(rep.corrupt, ==, 0);
+  CHECK_INT(rq_stat(env, &st), ==, 0);
+  CHECK_INT(st.ready, ==, 3);
+  CHECK_INT(st.ready_bytes, ==, 12);
+  /* The nacked record kept its retry state through verify. */
+  rq_record *out;
+  CHECK_INT(rq_lease(env, NOW, 1, 0, &out), ==, 1);
+  CHECK_INT(out[0].attempts, ==, 1);
+  rq_records_free(out, 1);
+  rq_env_close(env);
+}
+
+/* FIFO under concurrency: a writer thread appends records of 8 groups and
+ * applies the drainer's acks/nacks in its batches, while the drainer (this
+ * thread) leases with RQ_LEASE_FIFO. Every lease must be the oldest unacked
+ * record of its group, with nothing else of that group in flight. */
+enum { FIFO_GROUPS = 8, FIFO_TOTAL = 3000 };
+
+typedef struct {
+  uint64_t seq;
+  int ack; /* 1 ack, 0 nack */
+  int group;
+} fifo_op;
+
+typedef struct {
+  rq_env *env;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  fifo_op ops[4096];
+  size_t nops;
+  int done_groups[FIFO_GROUPS]; /* ops of a group handed to a commit */
+  int appended, stop;
+  int counter[FIFO_GROUPS];
+} fifo_ctx;
+
+static void *fifo_writer(void *arg) {
+  fifo_ctx *c = arg;
+  unsigned seed = 7;
+  for (;;) {
+    fifo_op ops[4096];
+    pthread_mutex_lock(&c->mu);
+    size_t n = c->nops;
+    memcpy(ops, c->ops, n * sizeof *ops);
+    c->nops = 0;
+    int stop = c->stop;
+    pthread_mutex_unlock(&c->mu);
+    if (stop) break;
+    rq_txn *t;
+    if (rq_txn_begin(c->env, &t)) abort();
+    int k = c->appended < FIFO_TOTAL ? 1 + (int)(rand_r(&seed) % 20) : 0;
+    for (int i = 0; i < k && c->appended < FIFO_TOTAL; i++) {
+      int g = (int)(rand_r(&seed) % FIFO_GROUPS);
+      char body[64], cid[16];
+      snprintf(body, sizeof body, "g=%d n=%d", g, c->counter[g]++);
+      snprintf(cid, sizeof cid, "c%d", g);
+      rq_record r = mkrec(body, NULL, "fifo", cid);
+      if (rq_txn_append(t, &r, NULL)) abort();
+      c->appended++;
+    }
+    for (size_t i = 0; i < n; i++) {
+      int rc = ops[i].ack ? rq_txn_ack(t, ops[i].seq) : rq_txn_nack(t, ops[i].seq, NOW, 0, "retry");
+      if (rc) abort();
+    }
+    /* Counted before the commit: the library releases the leases inside
+     * rq_txn_commit(), so a lease of the group's next record may come
+     * before the commit call returns. */
+    pthread_mutex_lock(&c->mu);
+    for (size_t i = 0; i < n; i++) c->done_groups[ops[i].group]++;
+    pthread_mutex_unlock(&c->mu);
+    if (rq_txn_commit(t)) abort();
+    if (n || k) {
+      pthread_mutex_lock(&c->mu);
+      pthread_cond_broadcast(&c->cv);
+      pthread_mutex_unlock(&c->mu);
+    } else {
+      usleep(200);
+    }
+  }
+  return NULL;
+}
+
+TEST(fifo_order_under_concurrency) {
+  rq_env *env = open_env(NULL);
+  fifo_ctx c = {.env = env};
+  pthread_mutex_init(&c.mu, NULL);
+  pthread_cond_init(&c.cv, NULL);
+  pthread_t th;
+  CHECK_INT(pthread_create(&th, NULL, fifo_writer, &c), ==, 0);
+  int next[FIFO_GROUPS] = {0}, submitted[FIFO_GROUPS] = {0};
+  int inflight[FIFO_GROUPS] = {0};
+  unsigned seed = 11;
+  int acked = 0, nacks = 0;
+  while (acked < FIFO_TOTAL) {
+    rq_record *out;
+    int n = rq_lease(env, NOW, 6, RQ_LEASE_FIFO, &out);
+    CHECK(n >= 0);
+    pthread_mutex_lock(&c.mu);
+    for (int i = 0; i < n; i++) {
+      int g, num;
+      CHECK_INT(sscanf((const char *)out[i].body, "g=%d n=%d", &g, &num), ==, 2);
+      CHECK(g >= 0 && g < FIFO_GROUPS);
+      /* The group's previous op must at least be in a commit by now. */
+      if (c.done_groups[g] == submitted[g]) inflight[g] = 0;
+      CHECK_INT(inflight[g], ==, 0);
+      CHECK_INT(num, ==, next[g]);
+      int ack = rand_r(&seed) % 5 != 0;
+      c.ops[c.nops++] = (fifo_op){out[i].seq, ack, g};
+      submitted[g]++;
+      inflight[g] = 1;
+      if (ack) {
+        next[g]++;
+        acked++;
+      } else {
+        nacks++;
+      }
+    }
+    if (n == 0) {
+      struct timespec ts;
+      clock_gettime(CLOCK_REALTIME, &ts);
+      ts.tv_nsec += 2000000;
+      if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+      }
+      pthread_cond_timedwait(&c.cv, &c.mu, &ts);
+    }
+    pthread_mutex_unlock(&c.mu);
+    rq_records_free(out, (size_t)n);
+  }
+  pthread_mutex_lock(&c.mu);
+  while (c.nops) {
+    pthread_mutex_unlock(&c.mu);
+    usleep(1000);
+    pthread_mutex_lock(&c.mu);
+  }
+  c.stop = 1;
+  pthread_mutex_unlock(&c.mu);
+  pthread_join(th, NULL);
+  CHECK(nacks > 0);
+  rq_stats st;
+  CHECK_INT(rq_stat(env, &st), ==, 0);
+  CHECK_INT(st.ready, ==, 0);
+  CHECK_INT(st.acked_total, ==, FIFO_TOTAL);
+  CHECK_INT(st.inflight, ==, 0);
+  pthread_cond_destroy(&c.cv);
+  pthread_mutex_destroy(&c.mu);
+  rq_env_close(env);
+}
