@@ -1,25 +1,26 @@
 /* Group commit: see commit.h for the contract.
  *
- * Two threads, one batch in flight:
+ * Two threads; the writer never waits for the loop:
  *
  *   loop thread                              writer thread
  *   -----------                              -------------
  *   committer_submit: op -> pending list
  *   prepare (just before the loop blocks):
- *     writer idle? take <= max_batch ops,
- *     hand them over (mutex + condvar)  -->  rq_txn_begin, apply each op,
+ *     move pending to the shared work   -->  take <= max_batch ops of work,
+ *     list (mutex + condvar)                 rq_txn_begin, apply each op,
  *   ...loop keeps parsing requests;          rq_txn_commit (fsync)
- *      new ops pile up in pending...         results into the ops,
- *   async callback                      <--  uv_async_send
- *     run every op's cb with its result
- *     (the next prepare hands over what
- *      piled up meanwhile)
+ *      new ops pile up in work...            batch -> finished list,
+ *   async callback                      <--  uv_async_send; then at once
+ *     run every op's cb with its result      the next batch from work
  *
  * A uv_prepare handle runs right before the loop polls for I/O, i.e. after
  * every callback of this iteration had its chance to submit: that is
  * Redis's beforeSleep, and why everything of one iteration lands in one
- * commit. Callbacks run only from the async callback, i.e. only after
- * rq_txn_commit() returned on the writer thread.
+ * commit (unless max_batch splits it). While the writer commits, the loop
+ * keeps handing over, so the next commit starts as soon as the last one
+ * returned: the disk, not the hand-over, sets the pace. Callbacks run only
+ * from the async callback, i.e. only after rq_txn_commit() returned on the
+ * writer thread for their batch.
  *
  * Handle references: the prepare handle is unreferenced (it must not keep
  * the loop alive by itself); the async handle is referenced exactly while
@@ -37,6 +38,15 @@
 
 #define COMMIT_DEFAULT_MAX_BATCH 4096
 
+/* One commit's operations and outcome, from the writer back to the loop. */
+typedef struct commit_batch {
+  commit_op *ops;
+  unsigned n;
+  int rc;
+  double seconds;
+  struct commit_batch *next;
+} commit_batch;
+
 struct committer {
   uv_loop_t *loop;
   rq_env *env;
@@ -49,7 +59,7 @@ struct committer {
 
   /* Loop thread only. */
   commit_op *pending, *pending_tail;
-  commit_op *inflight; /* handed to the writer, not yet answered; NULL = writer idle */
+  unsigned handed; /* handed to the writer, not yet answered */
   unsigned unanswered;
   commit_stats stats;
   void (*observer)(void *arg, unsigned ops, double seconds, int result);
@@ -60,12 +70,8 @@ struct committer {
   void *done_arg;
 
   /* Shared, under mu. */
-  commit_op *work; /* batch for the writer */
-  unsigned nwork;
-  commit_op *finished; /* batch the writer is done with */
-  unsigned nfinished;
-  int finished_rc;
-  double finished_seconds;
+  commit_op *work, *work_tail; /* handed over, not yet taken by the writer */
+  commit_batch *finished, *finished_tail; /* committed, not yet answered */
   int stop;
 
   /* Writer thread only: per-batch scratch, max_batch bytes. */
@@ -183,44 +189,67 @@ static void writer_main(void *arg) {
   for (;;) {
     while (!c->work && !c->stop) uv_cond_wait(&c->cv, &c->mu);
     if (!c->work) break;
-    commit_op *ops = c->work;
-    unsigned n = c->nwork;
+    /* Everything handed over so far, up to max_batch, in submission order. */
+    commit_op *ops = c->work, *last = ops;
+    unsigned n = 1;
+    while (n < c->max_batch && last->next_) {
+      last = last->next_;
+      n++;
+    }
+    c->work = last->next_;
+    if (!c->work) c->work_tail = NULL;
+    last->next_ = NULL;
     uv_mutex_unlock(&c->mu);
 
+    /* The hand-back record is allocated before committing: a batch must
+     * never be committed without a way to answer it. */
+    commit_batch *b = malloc(sizeof *b);
+    if (!b) {
+      uv_mutex_lock(&c->mu);
+      last->next_ = c->work; /* put the ops back at the front */
+      c->work = ops;
+      if (!c->work_tail) c->work_tail = last;
+      uv_mutex_unlock(&c->mu);
+      uv_sleep(10);
+      uv_mutex_lock(&c->mu);
+      continue;
+    }
     uint64_t t0 = uv_hrtime();
     memset(c->excluded, 0, n);
     int rc = write_batch(c->env, ops, c->excluded);
     double secs = (double)(uv_hrtime() - t0) / 1e9;
 
     uv_mutex_lock(&c->mu);
-    c->work = NULL;
-    c->finished = ops;
-    c->nfinished = n;
-    c->finished_rc = rc;
-    c->finished_seconds = secs;
+    b->ops = ops;
+    b->n = n;
+    b->rc = rc;
+    b->seconds = secs;
+    b->next = NULL;
+    if (c->finished_tail)
+      c->finished_tail->next = b;
+    else
+      c->finished = b;
+    c->finished_tail = b;
     uv_async_send(&c->async);
   }
   uv_mutex_unlock(&c->mu);
 }
 
-/* Loop thread: gives the writer up to max_batch pending operations. */
+/* Loop thread: gives the writer every pending operation. */
 static void hand_over(committer *c) {
-  if (c->inflight || !c->pending || c->finishing) return;
-  commit_op *head = c->pending, *last = head;
-  unsigned n = 1;
-  while (n < c->max_batch && last->next_) {
-    last = last->next_;
-    n++;
-  }
-  c->pending = last->next_;
-  if (!c->pending) c->pending_tail = NULL;
-  last->next_ = NULL;
-  c->inflight = head;
+  if (!c->pending || c->finishing) return;
+  unsigned n = 0;
+  for (commit_op *op = c->pending; op; op = op->next_) n++;
   uv_mutex_lock(&c->mu);
-  c->work = head;
-  c->nwork = n;
+  if (c->work_tail)
+    c->work_tail->next_ = c->pending;
+  else
+    c->work = c->pending;
+  c->work_tail = c->pending_tail;
   uv_cond_signal(&c->cv);
   uv_mutex_unlock(&c->mu);
+  c->handed += n;
+  c->pending = c->pending_tail = NULL;
 }
 
 static void maybe_finish(committer *c);
@@ -261,7 +290,7 @@ static void on_handle_closed(uv_handle_t *h) {
 /* Once closing and nothing is left to commit: stop the writer, close the
  * handles; on_handle_closed() finishes. */
 static void maybe_finish(committer *c) {
-  if (!c->closing || c->finishing || c->inflight || c->pending) return;
+  if (!c->closing || c->finishing || c->handed || c->pending) return;
   c->finishing = 1;
   uv_mutex_lock(&c->mu);
   c->stop = 1;
@@ -274,17 +303,14 @@ static void maybe_finish(committer *c) {
   uv_close((uv_handle_t *)&c->async, on_handle_closed);
 }
 
-static void on_async(uv_async_t *h) {
-  committer *c = h->data;
-  uv_mutex_lock(&c->mu);
-  commit_op *ops = c->finished;
-  unsigned n = c->nfinished;
-  int rc = c->finished_rc;
-  double secs = c->finished_seconds;
-  c->finished = NULL;
-  uv_mutex_unlock(&c->mu);
-  if (!ops) return; /* sends coalesce; nothing new */
-  c->inflight = NULL;
+/* Answers one committed batch: stats, logs, observer, then callbacks. */
+static void answer_batch(committer *c, commit_batch *b) {
+  commit_op *ops = b->ops;
+  unsigned n = b->n;
+  int rc = b->rc;
+  double secs = b->seconds;
+  free(b);
+  c->handed -= n;
 
   c->stats.commits++;
   if (rc != 0) c->stats.failed_commits++;
@@ -311,6 +337,20 @@ static void on_async(uv_async_t *h) {
     op->next_ = NULL;
     c->unanswered--;
     op->cb(op);
+  }
+}
+
+static void on_async(uv_async_t *h) {
+  committer *c = h->data;
+  uv_mutex_lock(&c->mu);
+  commit_batch *b = c->finished;
+  c->finished = c->finished_tail = NULL;
+  uv_mutex_unlock(&c->mu);
+  if (!b) return; /* sends coalesce; nothing new */
+  while (b) {
+    commit_batch *next = b->next;
+    answer_batch(c, b);
+    b = next;
   }
   /* While closing, the async handle stays referenced so the loop reaches
    * the prepare callback that finishes the close. */
