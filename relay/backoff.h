@@ -1,0 +1,96 @@
+/* Drain policy: the pure decisions of the drainer, free of I/O and clocks
+ * (time is always a parameter), so they can be tested exhaustively.
+ *
+ *  - jittered exponential backoff for one event's retries (full jitter with
+ *    a floor) and decorrelated jitter for the whole-drainer backoff;
+ *  - AIMD concurrency control for throttling;
+ *  - packing leased records into requests (entry count and byte limits);
+ *  - what to do with an event after an attempt (outcome -> action).
+ */
+#ifndef RELAY_BACKOFF_H
+#define RELAY_BACKOFF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sns.h"
+
+/* ---- Random numbers (xorshift64*: fast, good enough for jitter) -------- */
+
+typedef struct {
+  uint64_t s;
+} backoff_rng;
+
+/* seed 0 is replaced by a fixed non-zero constant. */
+void backoff_rng_seed(backoff_rng *r, uint64_t seed);
+uint64_t backoff_rng_next(backoff_rng *r);
+/* Uniform in [lo, hi] (inclusive); returns lo when hi <= lo. */
+uint64_t backoff_rng_between(backoff_rng *r, uint64_t lo, uint64_t hi);
+
+/* ---- Delays ------------------------------------------------------------ */
+
+/* Delay before retry number attempt+1 of one event that has failed
+ * `attempts` times before this failure (0 for the first failure): uniform
+ * in [base, min(cap, base * 2^(attempts+1))]. The floor keeps a hot retry
+ * loop impossible; the jitter spreads events that failed together. Always
+ * within [base, max(base, cap)]. */
+uint64_t backoff_retry_delay(backoff_rng *r, uint64_t base_ms, uint64_t cap_ms, uint32_t attempts);
+
+/* Decorrelated jitter (AWS architecture blog): next = min(cap, uniform in
+ * [base, prev * 3]); prev = 0 starts at base..3*base. Used for the drainer's
+ * own backoff while SNS is unreachable, where no attempt count exists. */
+uint64_t backoff_decorrelated(backoff_rng *r, uint64_t base_ms, uint64_t cap_ms, uint64_t prev_ms);
+
+/* Slow probe interval while blocked by a configuration error: about
+ * `interval_ms` with +-20 % jitter. */
+uint64_t backoff_probe_delay(backoff_rng *r, uint64_t interval_ms);
+
+/* ---- AIMD concurrency ----------------------------------------------------
+ * Multiplicative decrease on throttling, at most once per "generation": a
+ * throttled answer to a request that was sent before the last decrease does
+ * not cut again (TCP's once-per-window rule), so one burst of throttled
+ * requests halves once instead of collapsing to 1. Additive increase: +1
+ * after `cur` successful requests in a row (about one per round trip). */
+typedef struct {
+  unsigned cur, max, min;
+  unsigned successes;  /* since the last change */
+  uint64_t generation; /* bumped at every decrease */
+} backoff_aimd;
+
+void backoff_aimd_init(backoff_aimd *a, unsigned max);
+/* A request sent in generation `sent_gen` was throttled. Returns 1 when the
+ * limit was lowered. */
+int backoff_aimd_throttled(backoff_aimd *a, uint64_t sent_gen);
+/* A request finished without throttling. Returns 1 when the limit rose. */
+int backoff_aimd_success(backoff_aimd *a);
+
+/* ---- Packing ------------------------------------------------------------
+ * How many of the next records (sizes[0..n-1], in lease order) go into one
+ * request: at most max_entries, and their sizes sum to at most max_bytes.
+ * Order is kept (no bin packing: FIFO groups and age order matter more than
+ * a slightly fuller request). A single record larger than max_bytes still
+ * gives 1 (the caller dead-letters over-size records before packing).
+ * Returns 0 only for n == 0. */
+size_t backoff_pack(const size_t *sizes, size_t n, size_t max_entries, size_t max_bytes);
+
+/* ---- Outcome -> action --------------------------------------------------- */
+
+typedef enum {
+  BACKOFF_ACK = 0,       /* SNS accepted: remove from the queue */
+  BACKOFF_RETRY,         /* nack; next attempt after backoff_retry_delay() */
+  BACKOFF_RETRY_SHORT,   /* throttled: nack with a short delay (attempt 0 delay) */
+  BACKOFF_DEAD_REJECTED, /* DLQ "rejected" with the AWS code and message */
+  BACKOFF_DEAD_EXPIRED,  /* DLQ "expired": transient failure past max age */
+  BACKOFF_RELEASE        /* release the lease, count no attempt (unreachable, config) */
+} backoff_action;
+
+const char *backoff_action_name(backoff_action a);
+
+/* Decides what happens to one event after an attempt with `outcome`.
+ * received_ms is when relay accepted the event; an event older than
+ * max_age_ms that failed transiently (retry, throttled, unreachable) is
+ * expired. Configuration errors never expire or dead-letter anything. */
+backoff_action backoff_decide(sns_outcome outcome, int64_t received_ms, int64_t now_ms,
+                              int64_t max_age_ms);
+
+#endif

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Drain benchmark: 200,000 events pre-queued (through the queue API), drained
+# by the real drainer (queue + group commit + SNS client) to a fast local
+# SNS-shaped sink, at batch 1 and 10 x concurrency 16 and 64. Next to each,
+# the sink's own capacity measured in the same run: wrk replaying the
+# drainer's own request bodies at the same concurrency. Prints a table.
+#
+#   tools/bench-drain.sh [BUILD_DIR] [EVENTS]     (default: build, 200000)
+#
+# Needs: BUILD_DIR/tests/drain_driver and drain_sink (cmake --build BUILD_DIR
+# --target drain_driver drain_sink), wrk. Everything on 127.0.0.1.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+build=${1:-$here/build}
+events=${2:-200000}
+bin=$build/tests
+fixtures=${RELAY_SHARED_DIR:-$here/../shared}/fixtures/events
+wrk_s=${BENCH_WRK_SECONDS:-5}
+for b in "$bin/drain_driver" "$bin/drain_sink"; do
+  [ -x "$b" ] || { echo "missing $b (cmake --build $build --target drain_driver drain_sink)" >&2; exit 1; }
+done
+command -v wrk >/dev/null || { echo "wrk not found (apt-get install wrk)" >&2; exit 1; }
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/bench-drain.XXXXXX")
+sink_pid=
+cleanup() {
+  [ -n "$sink_pid" ] && kill "$sink_pid" 2>/dev/null && wait "$sink_pid" 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# Realistic small and medium events (the 26 KiB and 200+ KiB ones would turn
+# this into a bandwidth test).
+fx=()
+for f in channel.truncated custom.event-no-cid member.added message.deleted message.new-unicode \
+         message.new message.read message.updated reaction.new user.banned user.updated; do
+  fx+=("$fixtures/$f.json")
+done
+topic=arn:aws:sns:us-east-1:123456789012:relay-bench
+
+mkdir -p "$work/dump"
+SINK_DUMP_DIR=$work/dump "$bin/drain_sink" 0 >"$work/sink.out" &
+sink_pid=$!
+for _ in $(seq 50); do [ -s "$work/sink.out" ] && break; sleep 0.1; done
+port=$(head -1 "$work/sink.out" | tr -dc 0-9)
+endpoint=http://127.0.0.1:$port
+
+drain_run() { # batch concurrency -> msgs/s
+  local q=$work/q
+  rm -rf "$q" && mkdir -p "$q"
+  "$bin/drain_driver" gen "$q" "$events" "${fx[@]}" >/dev/null
+  sync
+  "$bin/drain_driver" run "$q" --topic "$topic" --endpoint "$endpoint" --batch "$1" \
+    --concurrency "$2" --until-empty --timeout 600 --status-ms 0 </dev/null >"$work/run.out"
+  local line
+  line=$(grep '"ev":"elapsed"' "$work/run.out")
+  local pub
+  pub=$(sed 's/.*"published":\([0-9]*\).*/\1/' <<<"$line")
+  if [ "$pub" != "$events" ]; then
+    echo "drain at batch $1 concurrency $2 published $pub of $events" >&2
+    exit 1
+  fi
+  sed 's/.*"msgs_per_s":\([0-9.]*\).*/\1/' <<<"$line"
+}
+
+sink_capacity() { # body-file entries connections -> msgs/s
+  cat >"$work/post.lua" <<EOF
+local f = io.open("$1", "rb")
+wrk.method = "POST"
+wrk.body = f:read("*a")
+f:close()
+wrk.headers["Content-Type"] = "application/x-www-form-urlencoded; charset=utf-8"
+EOF
+  local rps
+  rps=$(wrk -t1 -c"$3" -d"${wrk_s}s" -s "$work/post.lua" "$endpoint/" | awk '/Requests\/sec/ {print $2}')
+  awk -v r="$rps" -v n="$2" 'BEGIN { printf "%.1f", r * n }'
+}
+
+printf '%s events of %d fixtures, sink on %s, %d cores\n' "$events" "${#fx[@]}" "$endpoint" "$(nproc)"
+rows=()
+for batch in 1 10; do
+  for conc in 16 64; do
+    rate=$(drain_run "$batch" "$conc")
+    body=$work/dump/batch.body
+    [ "$batch" = 1 ] && body=$work/dump/publish.body
+    cap=$(sink_capacity "$body" "$batch" "$conc")
+    rows+=("$batch $conc $rate $cap")
+  done
+done
+
+printf '\n%-6s %-12s %-14s %-16s %-8s\n' batch concurrency "drain msg/s" "sink cap msg/s" "% of cap"
+for r in "${rows[@]}"; do
+  read -r b c rate cap <<<"$r"
+  awk -v b="$b" -v c="$c" -v r="$rate" -v k="$cap" \
+    'BEGIN { printf "%-6s %-12s %-14.0f %-16.0f %-8.1f\n", b, c, r, k, (k > 0 ? 100 * r / k : 0) }'
+done
+echo
+echo "targets: batch 10 >= 50000 msg/s and >= 80 % of the sink's capacity"
