@@ -78,6 +78,11 @@ struct drain {
   int64_t until_ms; /* backoff end / next probe */
   uint64_t backoff_prev_ms;
   int probe_inflight;
+  /* Records up to this seq go out one per request: a PublishBatch refused
+   * as a whole (e.g. BatchRequestTooLong, or a request-level
+   * InvalidParameter) says nothing about which entry is at fault, so each
+   * is tried alone before any is dead-lettered. */
+  uint64_t solo_upto;
 
   backoff_aimd aimd;
   backoff_rng rng;
@@ -351,6 +356,19 @@ static void on_sns_done(void *arg, const sns_result *results, size_t n, const sn
   metrics_publish(sns_outcome_name(overall->outcome), (unsigned)n, duration_s);
 
   int64_t now = now_ms();
+  if (overall->outcome == SNS_PERMANENT && r->n > 1) {
+    for (size_t i = 0; i < r->n; i++) {
+      if (r->recs[i]->seq > d->solo_upto) d->solo_upto = r->recs[i]->seq;
+      release_rec(d, r->recs[i]);
+    }
+    d->st.failed_total += r->n;
+    set_error(d, overall->code, overall->message);
+    rlog(LOG_WARN, "SNS refused a whole batch; publishing its events one by one", "code",
+         overall->code, NULL);
+    schedule(d, 0);
+    req_done_if_settled(r);
+    return;
+  }
   int64_t max_age = (int64_t)d->cfg->retry_max_age_s * 1000;
   int any_throttled = overall->outcome == SNS_THROTTLED, any_config = 0;
   const sns_result *config_res = NULL, *err_res = NULL;
@@ -568,7 +586,9 @@ static int send_some(drain *d, int64_t now, unsigned nreq, int probe) {
     sz[np++] = s;
   }
   for (size_t off = 0; off < np;) {
-    size_t k = backoff_pack(sz + off, np - off, d->batch, SNS_MAX_REQUEST_BYTES);
+    size_t k = pub[off]->seq <= d->solo_upto
+                   ? 1
+                   : backoff_pack(sz + off, np - off, d->batch, SNS_MAX_REQUEST_BYTES);
     dreq *r = req_new(d, ls);
     if (!r || rc != 0 || (d->mode != MODE_RUNNING && !probe)) {
       /* Out of memory, or an earlier request of this lease already failed:

@@ -165,6 +165,23 @@ if (want('poison')) {
   }
 }
 
+if (want('batch-refused')) {
+  // A PublishBatch refused as a whole names no culprit: its entries are
+  // retried one per request, and only the real poison reaches the DLQ.
+  const name = 'batch-refused';
+  const evs = events(30, { poisonEvery: 20 });
+  const poison = new Set(evs.filter((e) => e.i % 20 === 1).map((e) => e.i));
+  const r = await scenario(name, {
+    evs, flags: { batch: 10 },
+    script: [{ do: 'error', status: 400, code: 'InvalidParameter', message: 'batch refused as a whole', type: 'Sender' }],
+    dflt: { do: 'ok', poison: { contains: 'POISON', code: 'InvalidParameter', message: 'Invalid parameter: Message', senderFault: true } },
+  });
+  allOnce(name, evs, r.acc, poison);
+  check(r.dlq.length === poison.size, `${name}: only the ${poison.size} poison events in the DLQ (${r.dlq.length})`);
+  const solo = r.sns.requests.filter((q) => q.entries.length === 1).length;
+  check(solo >= 10, `${name}: the refused batch's events went out one by one (${solo} single-entry requests)`);
+}
+
 if (want('auth')) {
   const evs = events(100);
   let sawBlocked = null;
