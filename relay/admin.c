@@ -43,6 +43,7 @@ struct admin {
   http_server *server;
   rq_env *env;
   drain *drain;
+  char blocked_reason[512]; /* while drain is NULL */
   char *token;
   unsigned jobs; /* thread-pool jobs not yet completed */
   int closing, server_closed;
@@ -243,8 +244,17 @@ static void finish_close(admin *a);
 
 static void drainer_json(admin *a, json_object *o) {
   if (!a->drain) {
-    json_object_object_add(o, "drainer", NULL);
-    json_object_object_add(o, "last_error", NULL);
+    /* Not publishing yet (no credentials): events stay queued, which is
+     * what "blocked" means to an operator. */
+    json_object_object_add(o, "drainer", json_object_new_string("blocked"));
+    if (a->blocked_reason[0]) {
+      char buf[600];
+      snprintf(buf, sizeof buf, "NoCredentials: %s", a->blocked_reason);
+      json_object_object_add(o, "last_error", json_object_new_string(buf));
+      admin_json_str(o, "last_error_code", "NoCredentials");
+    } else {
+      json_object_object_add(o, "last_error", NULL);
+    }
     return;
   }
   drain_status ds;
@@ -306,6 +316,8 @@ static void answer_metrics(job *j) {
     s.concurrency = ds.concurrency;
     s.concurrency_max = ds.max_concurrency;
     s.requests_in_flight = ds.inflight_requests;
+  } else {
+    s.drainer_state = "blocked"; /* no credentials yet; see drainer_json() */
   }
   char *text = NULL;
   size_t len = 0;
@@ -771,4 +783,13 @@ void admin_close(admin *a, void (*done)(void *arg), void *arg) {
   a->done = done;
   a->done_arg = arg;
   http_server_close(a->server, 5000, server_closed, a);
+}
+
+void admin_set_drain(admin *a, drain *d) {
+  a->drain = d;
+  if (d) a->blocked_reason[0] = '\0';
+}
+
+void admin_set_blocked_reason(admin *a, const char *reason) {
+  snprintf(a->blocked_reason, sizeof a->blocked_reason, "%s", reason ? reason : "");
 }

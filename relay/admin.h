@@ -62,6 +62,13 @@ int admin_port(const admin *a);
  * calls done(arg) on the loop thread and frees a. */
 void admin_close(admin *a, void (*done)(void *arg), void *arg);
 
+/* relayd starts publishing late when no AWS credentials could be found at
+ * start-up: until then the admin API reports the drainer as "blocked" with
+ * `reason` (no secrets) as its last error, and hands it over with
+ * admin_set_drain() once it runs. Loop thread. */
+void admin_set_drain(admin *a, drain *d);
+void admin_set_blocked_reason(admin *a, const char *reason);
+
 /* ---- Shared with relayctl's offline mode (--data-dir) ------------------ */
 
 /* The JSON form of a DLQ record: id, received_ms, received_at, type, cid,

@@ -99,6 +99,8 @@ static int start_publishing(relayd *r) {
       .region = r->cfg.sns_region,
       .endpoint = r->cfg.sns_endpoint,
       .creds = r->creds,
+      /* One connection per request the drainer may have in flight. */
+      .max_connections = (int)r->cfg.publish_concurrency,
   };
   int rc = sns_client_new(&r->sns, &r->loop, &so);
   if (rc < 0) {
@@ -118,6 +120,7 @@ static int start_publishing(relayd *r) {
     rlog(LOG_ERROR, "cannot start the drainer", "error", strerror(-rc), NULL);
     return rc;
   }
+  if (r->adm) admin_set_drain(r->adm, r->drn);
   rlog(LOG_INFO, "publishing", "endpoint", sns_client_endpoint(r->sns), "#fifo",
        r->cfg.fifo ? "true" : "false", NULL);
   return 0;
@@ -152,6 +155,7 @@ static void creds_after_cb(uv_work_t *w, int status) {
     rlog(LOG_WARN, "still no AWS credentials; events stay queued", "error", r->creds_err, NULL);
     snprintf(r->creds_last_err, sizeof r->creds_last_err, "%s", r->creds_err);
   }
+  if (r->adm && !r->drn) admin_set_blocked_reason(r->adm, r->creds_last_err);
   if (!r->creds) uv_timer_start(&r->creds_timer, creds_timer_cb, CREDS_RETRY_MS, 0);
 }
 
@@ -365,6 +369,7 @@ int main(int argc, char **argv) {
   admin_options ao = {.listen = r.cfg.admin_listen, .token = r.cfg.admin_token,
                       .env = r.env, .drain = r.drn};
   rc = admin_new(&r.adm, &r.loop, &ao);
+  if (rc == 0 && !r.drn) admin_set_blocked_reason(r.adm, r.creds_last_err);
   if (rc < 0) {
     r.adm = NULL;
     r.failed = 1;

@@ -13,4 +13,6 @@ if(TARGET relayd)
   relay_script_test(NAME ingest.kill9
     COMMAND ${NODE} ${PROJECT_SOURCE_DIR}/tests/integration/ingest_kill.mjs
     LABELS integration crash TIMEOUT 600)
+  relay_script_test(NAME ingest.no_credentials
+    COMMAND ${NODE} ${PROJECT_SOURCE_DIR}/tests/integration/ingest_nocreds.mjs TIMEOUT 60)
 endif()
