@@ -624,7 +624,9 @@ static void conn_refuse(http_conn *c, int status) {
   mark_dirty(c);
 }
 
-static int hbuf_append(req_priv *r, const char *at, size_t len) {
+/* Makes room for len more bytes (+1). May move hbuf: pointers into it are
+ * stale afterwards. */
+static int hbuf_reserve(req_priv *r, size_t len) {
   if (r->hlen + len + 1 > r->hcap) {
     size_t cap = r->hcap ? r->hcap : 512;
     while (cap < r->hlen + len + 1) cap *= 2;
@@ -633,6 +635,12 @@ static int hbuf_append(req_priv *r, const char *at, size_t len) {
     r->hbuf = p;
     r->hcap = cap;
   }
+  return 0;
+}
+
+/* `at` must not point into hbuf (see finalize_headers for that case). */
+static int hbuf_append(req_priv *r, const char *at, size_t len) {
+  if (hbuf_reserve(r, len) < 0) return -ENOMEM;
   memcpy(r->hbuf + r->hlen, at, len);
   r->hlen += len;
   return 0;
@@ -717,7 +725,13 @@ static int finalize_headers(req_priv *r, http_parser *p) {
   size_t path_len = 0;
   while (path_len < r->target_len && r->hbuf[path_len] != '?') path_len++;
   size_t path_off = r->hlen;
-  if (hbuf_append(r, r->hbuf, path_len) < 0 || hbuf_append(r, "", 1) < 0) return -1;
+  /* The path is copied from hbuf into hbuf: grow first, then copy within
+   * the (possibly moved) buffer. The ranges cannot overlap: path_off is
+   * past the target. */
+  if (hbuf_reserve(r, path_len + 1) < 0) return -1;
+  memcpy(r->hbuf + path_off, r->hbuf, path_len);
+  r->hlen += path_len;
+  if (hbuf_append(r, "", 1) < 0) return -1;
   if (r->nh > r->headers_cap) {
     http_header *h = realloc(r->headers, r->nh * sizeof *h);
     if (!h) return -1;
