@@ -277,7 +277,8 @@ static const char *find_crlf(const char *p, const char *end) {
 
 /* Checks the whole answer stream; returns the number of 200s. */
 static unsigned check_answers(const rbuf *b, const reference *ref) {
-  const char *p = b->p, *end = b->p + b->len;
+  /* No answer at all leaves b->p NULL: NULL + 0 is undefined in C. */
+  const char *p = b->p, *end = b->p ? b->p + b->len : NULL;
   size_t finals = 0;
   int closed = 0, last_status = 0;
   unsigned ok = 0;
