@@ -167,16 +167,6 @@ static int query_get(const char *q, const char *key, char *out, size_t outlen) {
   return 0;
 }
 
-static int parse_u64(const char *s, uint64_t *out) {
-  if (!s || !*s || *s == '-' || *s == '+') return -EINVAL;
-  char *end;
-  errno = 0;
-  unsigned long long v = strtoull(s, &end, 10);
-  if (errno || *end) return -EINVAL;
-  *out = v;
-  return 0;
-}
-
 /* ---- Thread-pool jobs ------------------------------------------------------------ */
 
 typedef enum { JOB_METRICS, JOB_STATS, JOB_DLQ_LIST, JOB_DLQ_GET, JOB_REPLAY, JOB_PURGE } job_kind;
@@ -467,12 +457,12 @@ static void route_dlq_list(admin *a, http_request *req) {
     bad = "bad type";
   uint64_t v = DLQ_LIST_DEFAULT;
   if (!bad && ((rc = query_get(req->query, "limit", val, sizeof val)) < 0 ||
-               (rc > 0 && (parse_u64(val, &v) < 0 || v == 0 || v > DLQ_LIST_MAX))))
+               (rc > 0 && (admin_parse_u64(val, &v) < 0 || v == 0 || v > DLQ_LIST_MAX))))
     bad = "bad limit (1..1000)";
   j->f.limit = (size_t)v;
   v = 0;
   if (!bad && ((rc = query_get(req->query, "after", val, sizeof val)) < 0 ||
-               (rc > 0 && parse_u64(val, &v) < 0)))
+               (rc > 0 && admin_parse_u64(val, &v) < 0)))
     bad = "bad after (an entry id)";
   j->f.after_seq = v;
   if (bad) {
@@ -525,7 +515,7 @@ static void route_dlq_change(admin *a, http_request *req, job_kind kind) {
           id = json_object_get_int64(e);
         else if (json_object_is_type(e, json_type_string)) {
           uint64_t u;
-          if (parse_u64(json_object_get_string(e), &u) == 0) id = (int64_t)u;
+          if (admin_parse_u64(json_object_get_string(e), &u) == 0) id = (int64_t)u;
         }
         if (id <= 0)
           bad = "\"ids\" must be an array of entry ids";
@@ -701,7 +691,7 @@ static void on_request(http_request *req, void *arg) {
   }
   job *j = job_new(a, req, kind);
   if (!j) return;
-  if (kind == JOB_DLQ_GET && (parse_u64(p + 8, &j->id) < 0 || j->id == 0)) {
+  if (kind == JOB_DLQ_GET && (admin_parse_u64(p + 8, &j->id) < 0 || j->id == 0)) {
     free(j);
     reply_error(req, 404, "no such DLQ entry (ids are positive integers)");
     return;

@@ -67,6 +67,10 @@ void admin_close(admin *a, void (*done)(void *arg), void *arg);
  * `reason` (no secrets) as its last error, and hands it over with
  * admin_set_drain() once it runs. Loop thread. */
 void admin_set_drain(admin *a, drain *d);
+
+/* A decimal id or count as used in the API and by relayctl: digits only,
+ * no sign, no overflow. 0 or -EINVAL. */
+int admin_parse_u64(const char *s, uint64_t *out);
 void admin_set_blocked_reason(admin *a, const char *reason);
 
 /* ---- Shared with relayctl's offline mode (--data-dir) ------------------ */

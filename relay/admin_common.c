@@ -190,3 +190,13 @@ void admin_json_double(json_object *o, const char *key, double v) {
   snprintf(buf, sizeof buf, "%.3f", v);
   json_object_object_add(o, key, json_object_new_double_s(v, buf));
 }
+
+int admin_parse_u64(const char *s, uint64_t *out) {
+  if (!s || !*s || *s == '-' || *s == '+') return -EINVAL;
+  char *end;
+  errno = 0;
+  unsigned long long v = strtoull(s, &end, 10);
+  if (errno || *end) return -EINVAL;
+  *out = v;
+  return 0;
+}

@@ -104,16 +104,6 @@ static int want_help(int argc, char **argv) {
   return 0;
 }
 
-static int parse_u64(const char *s, uint64_t *out) {
-  if (!s || !*s || *s == '-' || *s == '+') return -EINVAL;
-  char *end;
-  errno = 0;
-  unsigned long long v = strtoull(s, &end, 10);
-  if (errno || *end) return -EINVAL;
-  *out = v;
-  return 0;
-}
-
 /* ---- Offline mode ---------------------------------------------------------- */
 
 static int64_t wall_ms(void) {
@@ -255,17 +245,17 @@ static int parse_dlq_args(int argc, char **argv, const char *usage, int allow_id
     else if (strcmp(a, "--type") == 0 && has_val)
       d->type = argv[++i];
     else if (strcmp(a, "--limit") == 0 && has_val && !allow_ids) {
-      if (parse_u64(argv[++i], &d->limit) < 0)
+      if (admin_parse_u64(argv[++i], &d->limit) < 0)
         return usage_error(usage, "bad --limit: %s", argv[i]);
       d->has_limit = 1;
     } else if (strcmp(a, "--after") == 0 && has_val && !allow_ids) {
-      if (parse_u64(argv[++i], &d->after) < 0)
+      if (admin_parse_u64(argv[++i], &d->after) < 0)
         return usage_error(usage, "bad --after: %s", argv[i]);
     } else if (a[0] == '-') {
       return usage_error(usage, "unknown option or missing value: %s", a);
     } else if (allow_ids) {
       uint64_t id;
-      if (parse_u64(a, &id) < 0 || id == 0) return usage_error(usage, "not an entry id: %s", a);
+      if (admin_parse_u64(a, &id) < 0 || id == 0) return usage_error(usage, "not an entry id: %s", a);
       d->ids[d->nids++] = id;
     } else {
       return usage_error(usage, "unexpected argument: %s", a);
@@ -377,7 +367,7 @@ static int cmd_dlq_show(const ctl *c, int argc, char **argv) {
   for (int i = 2; i < argc; i++) {
     if (strcmp(argv[i], "--json") == 0)
       json = 1;
-    else if (argv[i][0] != '-' && !id && parse_u64(argv[i], &id) == 0 && id)
+    else if (argv[i][0] != '-' && !id && admin_parse_u64(argv[i], &id) == 0 && id)
       continue;
     else
       return usage_error(usage_show, "bad argument: %s", argv[i]);
