@@ -9,9 +9,15 @@
  *   drain_sink [PORT]      listens on 127.0.0.1:PORT (0 = any), prints
  *                          {"port":N}; GET /stats -> {"requests":R,"messages":M}
  *                          SIGTERM/SIGINT: prints the stats and exits.
- *   SINK_DUMP_DIR=D        keeps the first Publish and PublishBatch bodies in
- *                          D/publish.body and D/batch.body (replayed by wrk
- *                          to measure the sink's capacity).
+ *   SINK_DUMP_DIR=D        keeps the first SINK_DUMP_N Publish and PublishBatch
+ *                          requests, whole (request line, the headers as
+ *                          received, body), in D/publish.K.req and
+ *                          D/batch.K.req, K = 1..SINK_DUMP_N, and their
+ *                          bodies in D/publish.body and D/batch.body (the
+ *                          first of each). The benchmark replays the
+ *                          requests with wrk, so the sink's capacity is
+ *                          measured on the drainer's own mix of request
+ *                          sizes and headers.
  */
 #include <http_parser.h>
 #include <inttypes.h>
@@ -27,19 +33,50 @@ typedef struct {
   char *body;
   size_t len, cap;
   int is_stats;
+  /* Request line and headers, rebuilt for dumping (only while dumping). */
+  char head[16384];
+  size_t hlen;
+  int head_overflow, in_headers, last_was_value;
 } conn;
 
 static uint64_t n_requests, n_messages, n_ids;
-static const char *dump_dir; /* SINK_DUMP_DIR: first Publish / PublishBatch body kept for wrk */
+static const char *dump_dir; /* SINK_DUMP_DIR: first requests kept for wrk */
+static int dump_n = 11;      /* SINK_DUMP_N: one cycle of the benchmark's 11 fixtures */
 static int dumped_publish, dumped_batch;
 
-static void dump(const char *name, const char *body, size_t len) {
+static int dumping(void) {
+  return dump_dir && (dumped_publish < dump_n || dumped_batch < dump_n);
+}
+
+static void dump_file(const char *name, const char *a, size_t alen, const char *b, size_t blen) {
   char path[4096];
   snprintf(path, sizeof path, "%s/%s", dump_dir, name);
   FILE *f = fopen(path, "wb");
   if (!f) return;
-  fwrite(body, 1, len, f);
+  fwrite(a, 1, alen, f);
+  if (blen) fwrite(b, 1, blen, f);
   fclose(f);
+}
+
+static void dump(conn *c, const char *kind, int k) {
+  char name[64];
+  const char *body = c->body ? c->body : "";
+  if (k == 1) {
+    snprintf(name, sizeof name, "%s.body", kind);
+    dump_file(name, body, c->len, NULL, 0);
+  }
+  if (c->head_overflow) return;
+  snprintf(name, sizeof name, "%s.%d.req", kind, k);
+  dump_file(name, c->head, c->hlen, body, c->len);
+}
+
+static void head_add(conn *c, const char *s, size_t n) {
+  if (c->head_overflow || n > sizeof c->head - c->hlen) {
+    c->head_overflow = 1;
+    return;
+  }
+  memcpy(c->head + c->hlen, s, n);
+  c->hlen += n;
 }
 static http_parser_settings settings;
 static uv_loop_t *loop;
@@ -82,6 +119,46 @@ static void send_resp(conn *c, const char *ctype, const char *body, size_t blen)
 static int on_url(http_parser *p, const char *at, size_t len) {
   conn *c = p->data;
   c->is_stats = len >= 6 && memcmp(at, "/stats", 6) == 0;
+  if (dumping()) {
+    if (c->hlen == 0) head_add(c, "POST ", 5);
+    head_add(c, at, len);
+  }
+  return 0;
+}
+
+/* Header callbacks may come in pieces: a field after a value starts a
+ * new line. */
+static int on_hfield(http_parser *p, const char *at, size_t len) {
+  conn *c = p->data;
+  if (!dumping()) return 0;
+  if (!c->in_headers) {
+    head_add(c, " HTTP/1.1\r\n", 11);
+    c->in_headers = 1;
+  } else if (c->last_was_value) {
+    head_add(c, "\r\n", 2);
+  }
+  c->last_was_value = 0;
+  head_add(c, at, len);
+  return 0;
+}
+
+static int on_hvalue(http_parser *p, const char *at, size_t len) {
+  conn *c = p->data;
+  if (!dumping()) return 0;
+  if (!c->last_was_value) head_add(c, ": ", 2);
+  c->last_was_value = 1;
+  head_add(c, at, len);
+  return 0;
+}
+
+static int on_hdone(http_parser *p) {
+  conn *c = p->data;
+  if (!dumping()) return 0;
+  if (!c->in_headers)
+    head_add(c, " HTTP/1.1\r\n", 11);
+  else if (c->last_was_value)
+    head_add(c, "\r\n", 2);
+  head_add(c, "\r\n", 2);
   return 0;
 }
 
@@ -89,6 +166,10 @@ static int on_begin(http_parser *p) {
   conn *c = p->data;
   c->len = 0;
   c->is_stats = 0;
+  c->hlen = 0;
+  c->head_overflow = 0;
+  c->in_headers = 0;
+  c->last_was_value = 0;
   return 0;
 }
 
@@ -131,13 +212,10 @@ static int on_complete(http_parser *p) {
   /* Entry ids are the only keys ending in ".Id=" (values are URL-encoded,
    * so '=' inside a message is %3D). */
   size_t entries = count(c->body ? c->body : "", c->len, ".Id=");
-  if (dump_dir && entries == 0 && !dumped_publish) {
-    dumped_publish = 1;
-    dump("publish.body", c->body ? c->body : "", c->len);
-  } else if (dump_dir && entries > 0 && !dumped_batch) {
-    dumped_batch = 1;
-    dump("batch.body", c->body, c->len);
-  }
+  if (dump_dir && entries == 0 && dumped_publish < dump_n)
+    dump(c, "publish", ++dumped_publish);
+  else if (dump_dir && entries > 0 && dumped_batch < dump_n)
+    dump(c, "batch", ++dumped_batch);
   if (entries == 0) {
     n_messages++;
     ol = (size_t)snprintf(out, sizeof out,
@@ -210,9 +288,14 @@ int main(int argc, char **argv) {
   int port = argc > 1 ? (int)strtol(argv[1], NULL, 10) : 0;
   signal(SIGPIPE, SIG_IGN);
   dump_dir = getenv("SINK_DUMP_DIR");
+  const char *dn = getenv("SINK_DUMP_N");
+  if (dn && strtol(dn, NULL, 10) > 0) dump_n = (int)strtol(dn, NULL, 10);
   loop = uv_default_loop();
   settings.on_message_begin = on_begin;
   settings.on_url = on_url;
+  settings.on_header_field = on_hfield;
+  settings.on_header_value = on_hvalue;
+  settings.on_headers_complete = on_hdone;
   settings.on_body = on_body;
   settings.on_message_complete = on_complete;
   uv_tcp_t srv;
