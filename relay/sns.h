@@ -67,6 +67,12 @@ size_t sns_batch_fit(const sns_entry *entries, size_t n, size_t max_entries);
  * NUL-terminated body and its length, or NULL on ENOMEM / n out of 1..10. */
 char *sns_build_body(const char *topic_arn, const sns_entry *entries, size_t n, int force_batch,
                      size_t *len_out);
+/* The same body into a caller-owned buffer that is reused across requests:
+ * *buf (*cap bytes; NULL and 0 at first) is grown with realloc when it may
+ * be too small, and stays the caller's to free in every case. Returns 0, or
+ * -EINVAL (arguments as above) / -ENOMEM. */
+int sns_build_body_into(char **buf, size_t *cap, const char *topic_arn, const sns_entry *entries,
+                        size_t n, int force_batch, size_t *len_out);
 
 /* Classifies one AWS error code (with the entry's SenderFault flag when it
  * comes from a PublishBatch Failed entry: 1 true, 0 false, -1 not given)

@@ -5,8 +5,10 @@
  * uv_poll_t per socket) and when to call it back (CURLMOPT_TIMERFUNCTION,
  * one uv_timer_t); everything runs on the loop thread and nothing blocks.
  * The multi handle owns the connection cache, so connections are kept
- * alive and reused across requests; easy handles are pooled so their TLS
- * session cache survives too. TLS verification is always on.
+ * alive and reused across requests. Transfers are pooled with their easy
+ * handle (configured once, TLS session cache included), header list and
+ * body/answer buffers, so a request in steady state allocates nothing here
+ * beyond what the signer does. TLS verification is always on.
  *
  * Lifetime rules (libuv style): a completion callback runs exactly once per
  * sns_publish() that returned 0, always from the loop (never inside
@@ -29,13 +31,21 @@
 typedef struct sns_xfer sns_xfer;
 typedef struct sns_sock sns_sock;
 
+/* Header lines of one request: Host, Content-Type, X-Amz-Date, optional
+ * X-Amz-Security-Token and x-amz-content-sha256, Authorization, Expect. */
+#define SNS_MAX_HEADERS 8
+
 struct sns_xfer {
   sns_client *c;
-  sns_xfer *prev, *next;
-  CURL *easy;
-  struct curl_slist *headers;
+  sns_xfer *prev, *next; /* c->xfers while in flight, c->idle while pooled */
+  CURL *easy;            /* owned: set up once, CURLOPT_PRIVATE is this xfer */
+  /* curl only reads the list, so it is built in place over hdr_buf
+   * rather than with curl_slist_append() (two mallocs per line). */
+  struct curl_slist hdrs[SNS_MAX_HEADERS];
+  char *hdr_buf;
+  size_t hdr_cap;
   char *body;
-  size_t body_len;
+  size_t body_len, body_cap;
   char *resp;
   size_t resp_len, resp_cap;
   int resp_overflow;
@@ -77,8 +87,9 @@ struct sns_client {
 
   sns_xfer *xfers; /* in flight */
   sns_sock *socks; /* watched by uv_poll */
-  CURL **pool;     /* idle easy handles */
-  int npool;
+  sns_xfer *idle;  /* pooled for the next requests */
+  int nidle;
+  aws_creds cr; /* scratch for one signing, wiped after use */
 };
 
 /* ---- names for curl failures (stable strings for sns_classify) -------- */
@@ -147,7 +158,6 @@ static void client_free(sns_client *c) {
     free(c->static_creds);
   }
   memset(&c->key_cache, 0, sizeof c->key_cache);
-  free(c->pool);
   free(c);
   if (done) done(arg);
 }
@@ -186,21 +196,44 @@ static void xfer_unlink(sns_client *c, sns_xfer *x) {
 }
 
 static void xfer_free(sns_xfer *x) {
-  curl_slist_free_all(x->headers);
+  if (x->easy) curl_easy_cleanup(x->easy);
+  if (x->hdr_buf) memset(x->hdr_buf, 0, x->hdr_cap); /* held a session token */
+  free(x->hdr_buf);
   free(x->body);
   free(x->resp);
   free(x);
 }
 
-/* Keeps an easy handle for the next request: it holds the TLS session
- * cache, and curl_easy_reset() keeps it while clearing every option. */
-static void easy_release(sns_client *c, CURL *e) {
-  if (!c->closing && c->npool < c->max_connections) {
-    curl_easy_reset(e);
-    c->pool[c->npool++] = e;
-  } else {
-    curl_easy_cleanup(e);
+/* Buffers above these sizes are not kept in the pool: a rare huge batch
+ * should not pin its memory once per pooled transfer. */
+#define SNS_KEEP_BODY (512 * 1024)
+#define SNS_KEEP_RESP (64 * 1024)
+
+/* Pools a finished transfer (easy handle, header storage, buffers) for the
+ * next request, up to one per connection. */
+static void xfer_release(sns_client *c, sns_xfer *x) {
+  if (c->closing || c->nidle >= c->max_connections) {
+    xfer_free(x);
+    return;
   }
+  if (x->body_cap > SNS_KEEP_BODY) {
+    free(x->body);
+    x->body = NULL;
+    x->body_cap = 0;
+  }
+  if (x->resp_cap > SNS_KEEP_RESP) {
+    free(x->resp);
+    x->resp = NULL;
+    x->resp_cap = 0;
+  }
+  x->body_len = x->resp_len = 0;
+  x->resp_overflow = 0;
+  x->cb = NULL;
+  x->arg = NULL;
+  x->prev = NULL;
+  x->next = c->idle;
+  c->idle = x;
+  c->nidle++;
 }
 
 /* ---- completion ------------------------------------------------------- */
@@ -249,11 +282,13 @@ static void xfer_finish(sns_client *c, sns_xfer *x, CURLcode res) {
   }
 
   curl_multi_remove_handle(c->multi, x->easy);
-  easy_release(c, x->easy);
-  x->easy = NULL;
   xfer_unlink(c, x);
-  x->cb(x->arg, results, x->n, &overall, dur);
-  xfer_free(x);
+  /* Back to the pool first: the callback may publish again at once. */
+  sns_done_cb cb = x->cb;
+  void *arg = x->arg;
+  size_t n = x->n;
+  xfer_release(c, x);
+  cb(arg, results, n, &overall, dur);
 }
 
 static void check_done(sns_client *c) {
@@ -473,8 +508,6 @@ int sns_client_new(sns_client **out, uv_loop_t *loop, const sns_client_options *
     if (!c->static_creds) goto fail;
     *c->static_creds = *o->static_creds;
   }
-  c->pool = calloc((size_t)c->max_connections, sizeof *c->pool);
-  if (!c->pool) goto fail;
   c->multi = curl_multi_init();
   if (!c->multi) goto fail;
   curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
@@ -499,7 +532,6 @@ fail:
   free(c->host_header);
   free(c->path);
   free(c->static_creds);
-  free(c->pool);
   free(c);
   return rc;
 }
@@ -522,15 +554,17 @@ void sns_client_close(sns_client *c, void (*done)(void *arg), void *arg) {
     sns_result results[SNS_MAX_BATCH], overall;
     xfer_unlink(c, x);
     curl_multi_remove_handle(c->multi, x->easy);
-    curl_easy_cleanup(x->easy);
-    x->easy = NULL;
     fill_all(results, x->n, &overall, sns_classify("Cancelled", 0, -1), "Cancelled",
              "SNS client closed");
     x->cb(x->arg, results, x->n, &overall, 0.0);
     xfer_free(x);
   }
-  for (int i = 0; i < c->npool; i++) curl_easy_cleanup(c->pool[i]);
-  c->npool = 0;
+  while (c->idle) {
+    sns_xfer *x = c->idle;
+    c->idle = x->next;
+    xfer_free(x);
+  }
+  c->nidle = 0;
   curl_multi_cleanup(c->multi); /* closes cached connections */
   c->multi = NULL;
   while (c->socks) sock_close(c, c->socks);
@@ -540,17 +574,46 @@ void sns_client_close(sns_client *c, void (*done)(void *arg), void *arg) {
 
 /* ---- publishing --------------------------------------------------------- */
 
-static int add_header(struct curl_slist **l, const char *name, const char *value) {
-  char line[8192];
-  int w = snprintf(line, sizeof line, "%s: %s", name, value);
-  if (w < 0 || (size_t)w >= sizeof line) return -EINVAL;
-  struct curl_slist *n = curl_slist_append(*l, line);
-  if (!n) return -ENOMEM;
-  *l = n;
+static const char content_type[] = "application/x-www-form-urlencoded; charset=utf-8";
+
+/* Longest header line accepted (as curl_slist lines used to be built). */
+#define SNS_HEADER_LINE_MAX 8192
+
+/* Lays the header lines out in x->hdr_buf and links x->hdrs over them. */
+static int set_headers(sns_xfer *x, const char *const names[], const char *const values[],
+                       size_t n) {
+  size_t need = 0;
+  for (size_t i = 0; i < n; i++) {
+    size_t l = strlen(names[i]) + (values[i] ? 2 + strlen(values[i]) : 0);
+    if (l >= SNS_HEADER_LINE_MAX) return -EINVAL;
+    need += l + 1;
+  }
+  if (need > x->hdr_cap) {
+    if (x->hdr_buf) memset(x->hdr_buf, 0, x->hdr_cap);
+    free(x->hdr_buf);
+    x->hdr_cap = 0;
+    x->hdr_buf = malloc(need);
+    if (!x->hdr_buf) return -ENOMEM;
+    x->hdr_cap = need;
+  }
+  char *o = x->hdr_buf;
+  for (size_t i = 0; i < n; i++) {
+    x->hdrs[i].data = o;
+    x->hdrs[i].next = i + 1 < n ? &x->hdrs[i + 1] : NULL;
+    size_t nl = strlen(names[i]);
+    memcpy(o, names[i], nl);
+    o += nl;
+    if (values[i]) { /* NULL: the name is the whole line ("Expect:" drops curl's own) */
+      size_t vl = strlen(values[i]);
+      *o++ = ':';
+      *o++ = ' ';
+      memcpy(o, values[i], vl);
+      o += vl;
+    }
+    *o++ = '\0';
+  }
   return 0;
 }
-
-static const char content_type[] = "application/x-www-form-urlencoded; charset=utf-8";
 
 /* Signs the body and builds the header list: Host and Content-Type are
  * signed as sent. "Expect:" keeps curl from ever waiting for a
@@ -579,29 +642,31 @@ static int sign_request(sns_client *c, sns_xfer *x, const aws_creds *cr) {
    * the credentials are unusable (say, a token with a newline): that is a
    * "no credentials right now" for the caller, never a bad message. */
   if (rc < 0) return rc == -ENOMEM ? -ENOMEM : -EAGAIN;
-  rc = add_header(&x->headers, "Host", c->host_header);
-  if (!rc) rc = add_header(&x->headers, "Content-Type", content_type);
-  for (size_t i = 0; !rc && i < res.nadd; i++)
-    rc = add_header(&x->headers, res.add[i].name, res.add[i].value);
-  if (!rc) rc = add_header(&x->headers, "Authorization", res.authorization);
-  if (!rc) {
-    struct curl_slist *n = curl_slist_append(x->headers, "Expect:");
-    if (n)
-      x->headers = n;
-    else
-      rc = -ENOMEM;
+  const char *names[SNS_MAX_HEADERS], *values[SNS_MAX_HEADERS];
+  size_t n = 0;
+  names[n] = "Host";
+  values[n++] = c->host_header;
+  names[n] = "Content-Type";
+  values[n++] = content_type;
+  for (size_t i = 0; i < res.nadd && n < SNS_MAX_HEADERS - 2; i++) {
+    names[n] = res.add[i].name;
+    values[n++] = res.add[i].value;
   }
+  names[n] = "Authorization";
+  values[n++] = res.authorization;
+  names[n] = "Expect:";
+  values[n++] = NULL;
+  rc = set_headers(x, names, values, n);
   sigv4_result_free(&res);
   return rc;
 }
 
+/* Options that never change for a transfer; set once per easy handle. */
 static void setup_easy(sns_client *c, sns_xfer *x) {
   CURL *e = x->easy;
   curl_easy_setopt(e, CURLOPT_URL, c->url);
   curl_easy_setopt(e, CURLOPT_POST, 1L);
-  curl_easy_setopt(e, CURLOPT_POSTFIELDS, x->body);
-  curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)x->body_len);
-  curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->headers);
+  curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->hdrs);
   curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
   curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
   curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)x);
@@ -626,70 +691,79 @@ static void setup_easy(sns_client *c, sns_xfer *x) {
 #endif
 }
 
+/* A pooled transfer, or a new one with its easy handle set up. */
+static sns_xfer *xfer_get(sns_client *c) {
+  sns_xfer *x = c->idle;
+  if (x) {
+    c->idle = x->next;
+    c->nidle--;
+    x->next = NULL;
+    return x;
+  }
+  x = calloc(1, sizeof *x);
+  if (!x) return NULL;
+  x->c = c;
+  x->easy = curl_easy_init();
+  if (!x->easy) {
+    free(x);
+    return NULL;
+  }
+  setup_easy(c, x);
+  return x;
+}
+
 int sns_publish(sns_client *c, const sns_entry *entries, size_t n, int force_batch, sns_done_cb cb,
                 void *arg) {
   if (c->closing) return -ECANCELED;
   if (!entries || !cb || n < 1 || n > SNS_MAX_BATCH) return -EINVAL;
   if (sns_request_size(entries, n) > SNS_MAX_REQUEST_BYTES) return -EINVAL;
 
-  aws_creds *cr = malloc(sizeof *cr);
-  if (!cr) return -ENOMEM;
+  /* Fixed credentials are used in place; a provider's are copied into the
+   * client's scratch and wiped once signed. */
+  const aws_creds *cr = c->static_creds;
   int rc;
   if (c->creds) {
     char err[256];
-    if (creds_get(c->creds, cr, err, sizeof err) < 0) {
-      free(cr);
+    if (creds_get(c->creds, &c->cr, err, sizeof err) < 0) {
+      memset(&c->cr, 0, sizeof c->cr);
       return -EAGAIN;
     }
-  } else {
-    *cr = *c->static_creds;
+    cr = &c->cr;
   }
   if (!cr->access_key_id[0] || !cr->secret_access_key[0]) {
-    free(cr);
+    if (c->creds) memset(&c->cr, 0, sizeof c->cr);
     return -EAGAIN;
   }
 
-  sns_xfer *x = calloc(1, sizeof *x);
+  sns_xfer *x = xfer_get(c);
   if (!x) {
     rc = -ENOMEM;
     goto fail;
   }
-  x->c = c;
   x->n = n;
   x->was_batch = n > 1 || force_batch;
   x->cb = cb;
   x->arg = arg;
-  x->body = sns_build_body(c->topic_arn, entries, n, force_batch, &x->body_len);
-  if (!x->body) {
-    rc = -ENOMEM;
-    goto fail;
-  }
+  x->errbuf[0] = '\0';
+  rc = sns_build_body_into(&x->body, &x->body_cap, c->topic_arn, entries, n, force_batch,
+                           &x->body_len);
+  if (rc < 0) goto fail;
   rc = sign_request(c, x, cr);
   if (rc < 0) goto fail;
-  x->easy = c->npool > 0 ? c->pool[--c->npool] : curl_easy_init();
-  if (!x->easy) {
-    rc = -ENOMEM;
-    goto fail;
-  }
-  setup_easy(c, x);
+  curl_easy_setopt(x->easy, CURLOPT_POSTFIELDS, x->body);
+  curl_easy_setopt(x->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)x->body_len);
   if (curl_multi_add_handle(c->multi, x->easy) != CURLM_OK) {
-    curl_easy_cleanup(x->easy);
     rc = -ENOMEM;
     goto fail;
   }
   x->next = c->xfers;
   if (c->xfers) c->xfers->prev = x;
   c->xfers = x;
-  memset(cr, 0, sizeof *cr);
-  free(cr);
+  if (c->creds) memset(&c->cr, 0, sizeof c->cr);
   return 0;
 
 fail:
-  memset(cr, 0, sizeof *cr);
-  free(cr);
-  if (x) {
-    x->easy = NULL;
-    xfer_free(x);
-  }
+  if (c->creds) memset(&c->cr, 0, sizeof c->cr);
+  if (x) xfer_release(c, x);
   return rc;
 }

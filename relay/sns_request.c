@@ -37,32 +37,19 @@ const char *sns_outcome_name(sns_outcome o) {
 
 /* The six attributes SPEC "Publishing" names, in the order they are sent. */
 #define SNS_NATTRS 6
-static void entry_attrs(const sns_entry *e, const char *names[SNS_NATTRS],
-                        const char *values[SNS_NATTRS]) {
-  names[0] = "type";
-  values[0] = e->type;
-  names[1] = "cid";
-  values[1] = e->cid;
-  names[2] = "channel_type";
-  values[2] = e->channel_type;
-  names[3] = "channel_id";
-  values[3] = e->channel_id;
-  names[4] = "user_id";
-  values[4] = e->user_id;
-  names[5] = "webhook_id";
-  values[5] = e->webhook_id;
-}
 
 static int present(const char *s) {
   return s && *s;
 }
 
 size_t sns_entry_size(const sns_entry *e) {
-  const char *names[SNS_NATTRS], *values[SNS_NATTRS];
+  /* strlen(name) + strlen("String") per attribute, in SPEC order. */
+  static const size_t fixed[SNS_NATTRS] = {4 + 6, 3 + 6, 12 + 6, 10 + 6, 7 + 6, 10 + 6};
+  const char *values[SNS_NATTRS] = {e->type,       e->cid,     e->channel_type,
+                                    e->channel_id, e->user_id, e->webhook_id};
   size_t size = e->message_len;
-  entry_attrs(e, names, values);
   for (int i = 0; i < SNS_NATTRS; i++)
-    if (present(values[i])) size += strlen(names[i]) + strlen("String") + strlen(values[i]);
+    if (present(values[i])) size += fixed[i] + strlen(values[i]);
   return size;
 }
 
@@ -84,45 +71,7 @@ size_t sns_batch_fit(const sns_entry *entries, size_t n, size_t max_entries) {
   return k;
 }
 
-/* ---- growable buffer -------------------------------------------------- */
-
-typedef struct {
-  char *p;
-  size_t len, cap;
-  int failed;
-} sbuf;
-
-static int sb_reserve(sbuf *b, size_t more) {
-  if (b->failed) return -1;
-  if (more <= b->cap - b->len) return 0;
-  size_t cap = b->cap ? b->cap : 1024;
-  while (cap - b->len < more) {
-    if (cap > ((size_t)-1) / 2) {
-      b->failed = 1;
-      return -1;
-    }
-    cap *= 2;
-  }
-  char *np = realloc(b->p, cap);
-  if (!np) {
-    b->failed = 1;
-    return -1;
-  }
-  b->p = np;
-  b->cap = cap;
-  return 0;
-}
-
-static void sb_raw(sbuf *b, const char *s, size_t len) {
-  if (sb_reserve(b, len + 1) < 0) return;
-  memcpy(b->p + b->len, s, len);
-  b->len += len;
-  b->p[b->len] = '\0';
-}
-
-static void sb_str(sbuf *b, const char *s) {
-  sb_raw(b, s, strlen(s));
-}
+/* ---- body building ------------------------------------------------------ */
 
 /* 1 for the RFC 3986 unreserved bytes. A table, because encoding the
  * message bodies is the client's hottest loop. */
@@ -138,91 +87,169 @@ static const unsigned char unreserved[256] = {
     ['y'] = 1, ['z'] = 1,
 };
 
-static void sb_enc(sbuf *b, const uint8_t *s, size_t len) {
-  static const char hex[] = "0123456789ABCDEF";
-  if (len > ((size_t)-1) / 4 || sb_reserve(b, 3 * len + 1) < 0) {
-    b->failed = 1;
-    return;
-  }
-  char *o = b->p + b->len;
+/* The body is written in one pass into a buffer reserved up front for the
+ * worst case (every value byte encoded as %XX), so there are no bounds
+ * checks, reallocs or copies on the way. */
+static char *put(char *o, const char *s, size_t n) {
+  memcpy(o, s, n);
+  return o + n;
+}
+
+#define PUT_LIT(o, lit) put((o), (lit), sizeof(lit) - 1)
+
+/* The encoding of every byte, padded to 4 so that each is one fixed-size
+ * copy; the output then advances by 1 or 3. About three times faster than
+ * a branch per byte on JSON, where reserved and unreserved bytes alternate
+ * unpredictably. */
+static const char enc_tab[256][4] = {
+    "%00", "%01", "%02", "%03", "%04", "%05", "%06", "%07", "%08", "%09", "%0A", "%0B", "%0C",
+    "%0D", "%0E", "%0F", "%10", "%11", "%12", "%13", "%14", "%15", "%16", "%17", "%18", "%19",
+    "%1A", "%1B", "%1C", "%1D", "%1E", "%1F", "%20", "%21", "%22", "%23", "%24", "%25", "%26",
+    "%27", "%28", "%29", "%2A", "%2B", "%2C", {'-'}, {'.'}, "%2F", {'0'}, {'1'}, {'2'}, {'3'},
+    {'4'}, {'5'}, {'6'}, {'7'}, {'8'}, {'9'}, "%3A", "%3B", "%3C", "%3D", "%3E", "%3F", "%40",
+    {'A'}, {'B'}, {'C'}, {'D'}, {'E'}, {'F'}, {'G'}, {'H'}, {'I'}, {'J'}, {'K'}, {'L'}, {'M'},
+    {'N'}, {'O'}, {'P'}, {'Q'}, {'R'}, {'S'}, {'T'}, {'U'}, {'V'}, {'W'}, {'X'}, {'Y'}, {'Z'},
+    "%5B", "%5C", "%5D", "%5E", {'_'}, "%60", {'a'}, {'b'}, {'c'}, {'d'}, {'e'}, {'f'}, {'g'},
+    {'h'}, {'i'}, {'j'}, {'k'}, {'l'}, {'m'}, {'n'}, {'o'}, {'p'}, {'q'}, {'r'}, {'s'}, {'t'},
+    {'u'}, {'v'}, {'w'}, {'x'}, {'y'}, {'z'}, "%7B", "%7C", "%7D", {'~'}, "%7F", "%80", "%81",
+    "%82", "%83", "%84", "%85", "%86", "%87", "%88", "%89", "%8A", "%8B", "%8C", "%8D", "%8E",
+    "%8F", "%90", "%91", "%92", "%93", "%94", "%95", "%96", "%97", "%98", "%99", "%9A", "%9B",
+    "%9C", "%9D", "%9E", "%9F", "%A0", "%A1", "%A2", "%A3", "%A4", "%A5", "%A6", "%A7", "%A8",
+    "%A9", "%AA", "%AB", "%AC", "%AD", "%AE", "%AF", "%B0", "%B1", "%B2", "%B3", "%B4", "%B5",
+    "%B6", "%B7", "%B8", "%B9", "%BA", "%BB", "%BC", "%BD", "%BE", "%BF", "%C0", "%C1", "%C2",
+    "%C3", "%C4", "%C5", "%C6", "%C7", "%C8", "%C9", "%CA", "%CB", "%CC", "%CD", "%CE", "%CF",
+    "%D0", "%D1", "%D2", "%D3", "%D4", "%D5", "%D6", "%D7", "%D8", "%D9", "%DA", "%DB", "%DC",
+    "%DD", "%DE", "%DF", "%E0", "%E1", "%E2", "%E3", "%E4", "%E5", "%E6", "%E7", "%E8", "%E9",
+    "%EA", "%EB", "%EC", "%ED", "%EE", "%EF", "%F0", "%F1", "%F2", "%F3", "%F4", "%F5", "%F6",
+    "%F7", "%F8", "%F9", "%FA", "%FB", "%FC", "%FD", "%FE", "%FF",
+};
+
+/* Writes up to 3 bytes past the encoded end (the reservation allows for
+ * it). */
+static char *enc(char *o, const uint8_t *s, size_t len) {
   for (size_t i = 0; i < len; i++) {
-    unsigned char c = s[i];
-    if (unreserved[c]) {
-      *o++ = (char)c;
-    } else {
-      o[0] = '%';
-      o[1] = hex[c >> 4];
-      o[2] = hex[c & 15];
-      o += 3;
-    }
+    unsigned c = s[i];
+    memcpy(o, enc_tab[c], 4);
+    o += 3 - 2 * unreserved[c];
   }
-  b->len = (size_t)(o - b->p);
-  b->p[b->len] = '\0';
+  return o;
 }
 
-/* "&" prefix + name (names are plain ASCII built here, so not encoded) +
- * "=" + encoded value. */
-static void sb_param(sbuf *b, const char *prefix, const char *name, const uint8_t *v, size_t vlen) {
-  sb_raw(b, "&", 1);
-  sb_str(b, prefix);
-  sb_str(b, name);
-  sb_raw(b, "=", 1);
-  sb_enc(b, v, vlen);
+/* Longest parameter name prefix and name ("&" + batch prefix +
+ * "MessageAttributes.entry.N." + "Value.StringValue" + "="), rounded up:
+ * the per-parameter allowance of the reservation. */
+#define SNS_PARAM_OVERHEAD 128
+#define SNS_ENTRY_PARAMS (2 + 3 * SNS_NATTRS + 2) /* Id, Message, attributes, FIFO ids */
+
+static size_t slen(const char *s) {
+  return s ? strlen(s) : 0;
 }
 
-static void sb_param_str(sbuf *b, const char *prefix, const char *name, const char *v) {
-  sb_param(b, prefix, name, (const uint8_t *)v, strlen(v));
-}
-
-/* One entry's parameters under `prefix` ("" for Publish,
- * "PublishBatchRequestEntries.member.N." for a batch). */
-static void add_entry(sbuf *b, const char *prefix, const sns_entry *e) {
-  const char *names[SNS_NATTRS], *values[SNS_NATTRS];
-  char ap[96];
-  int k = 0;
-
-  sb_param(b, prefix, "Message", e->message ? e->message : (const uint8_t *)"",
-           e->message ? e->message_len : 0);
-  entry_attrs(e, names, values);
+/* One entry's parameters; `prefix` is "" for Publish or
+ * "PublishBatchRequestEntries.member.N." for a batch. */
+static char *put_entry(char *o, const char *prefix, size_t plen, const sns_entry *e) {
+  static const char *const names[SNS_NATTRS] = {"type",       "cid",     "channel_type",
+                                                "channel_id", "user_id", "webhook_id"};
+  /* Attribute names are unreserved-only, so they go out as they are. */
+  static const size_t name_lens[SNS_NATTRS] = {4, 3, 12, 10, 7, 10};
+  const char *values[SNS_NATTRS] = {e->type,       e->cid,     e->channel_type,
+                                    e->channel_id, e->user_id, e->webhook_id};
+  o = PUT_LIT(o, "&");
+  o = put(o, prefix, plen);
+  o = PUT_LIT(o, "Message=");
+  if (e->message) o = enc(o, e->message, e->message_len);
+  char k = '0';
   for (int i = 0; i < SNS_NATTRS; i++) {
     if (!present(values[i])) continue;
-    k++;
-    snprintf(ap, sizeof ap, "%sMessageAttributes.entry.%d.", prefix, k);
-    sb_param_str(b, ap, "Name", names[i]);
-    sb_param_str(b, ap, "Value.DataType", "String");
-    sb_param_str(b, ap, "Value.StringValue", values[i]);
+    k++; /* at most 6: one digit */
+    o = PUT_LIT(o, "&");
+    o = put(o, prefix, plen);
+    o = PUT_LIT(o, "MessageAttributes.entry.");
+    *o++ = k;
+    o = PUT_LIT(o, ".Name=");
+    o = put(o, names[i], name_lens[i]);
+    o = PUT_LIT(o, "&");
+    o = put(o, prefix, plen);
+    o = PUT_LIT(o, "MessageAttributes.entry.");
+    *o++ = k;
+    o = PUT_LIT(o, ".Value.DataType=String&");
+    o = put(o, prefix, plen);
+    o = PUT_LIT(o, "MessageAttributes.entry.");
+    *o++ = k;
+    o = PUT_LIT(o, ".Value.StringValue=");
+    o = enc(o, (const uint8_t *)values[i], strlen(values[i]));
   }
-  if (present(e->group_id)) sb_param_str(b, prefix, "MessageGroupId", e->group_id);
-  if (present(e->dedup_id)) sb_param_str(b, prefix, "MessageDeduplicationId", e->dedup_id);
+  if (present(e->group_id)) {
+    o = PUT_LIT(o, "&");
+    o = put(o, prefix, plen);
+    o = PUT_LIT(o, "MessageGroupId=");
+    o = enc(o, (const uint8_t *)e->group_id, strlen(e->group_id));
+  }
+  if (present(e->dedup_id)) {
+    o = PUT_LIT(o, "&");
+    o = put(o, prefix, plen);
+    o = PUT_LIT(o, "MessageDeduplicationId=");
+    o = enc(o, (const uint8_t *)e->dedup_id, strlen(e->dedup_id));
+  }
+  return o;
+}
+
+int sns_build_body_into(char **buf, size_t *cap, const char *topic_arn, const sns_entry *entries,
+                        size_t n, int force_batch, size_t *len_out) {
+  if (!buf || !cap || !topic_arn || !entries || n < 1 || n > SNS_MAX_BATCH) return -EINVAL;
+  int batch = n > 1 || force_batch;
+
+  /* Worst case: 3 bytes per value byte, a fixed allowance per parameter,
+   * the encoder's overrun and the NUL. */
+  size_t values = strlen(topic_arn);
+  for (size_t i = 0; i < n; i++) {
+    const sns_entry *e = &entries[i];
+    size_t v = (e->message ? e->message_len : 0) + slen(e->type) + slen(e->cid) +
+               slen(e->channel_type) + slen(e->channel_id) + slen(e->user_id) +
+               slen(e->webhook_id) + slen(e->group_id) + slen(e->dedup_id);
+    if (v > ((size_t)-1) / 4 - values) return -ENOMEM;
+    values += v;
+  }
+  if (values > ((size_t)-1) / 4 - SNS_PARAM_OVERHEAD * (SNS_ENTRY_PARAMS * n + 4)) return -ENOMEM;
+  size_t need = 3 * values + SNS_PARAM_OVERHEAD * (SNS_ENTRY_PARAMS * n + 4) + 8;
+  if (*cap < need) {
+    char *p = realloc(*buf, need);
+    if (!p) return -ENOMEM;
+    *buf = p;
+    *cap = need;
+  }
+
+  char *o = *buf;
+  o = batch ? PUT_LIT(o, "Action=PublishBatch") : PUT_LIT(o, "Action=Publish");
+  o = PUT_LIT(o, "&Version=2010-03-31&TopicArn=");
+  o = enc(o, (const uint8_t *)topic_arn, strlen(topic_arn));
+  if (!batch) {
+    o = put_entry(o, "", 0, &entries[0]);
+  } else {
+    for (size_t i = 0; i < n; i++) {
+      char prefix[64];
+      int pl = snprintf(prefix, sizeof prefix, "PublishBatchRequestEntries.member.%zu.", i + 1);
+      o = PUT_LIT(o, "&");
+      o = put(o, prefix, (size_t)pl);
+      o = PUT_LIT(o, "Id=");
+      *o++ = (char)('0' + i); /* ids "0".."9": n <= SNS_MAX_BATCH */
+      o = put_entry(o, prefix, (size_t)pl, &entries[i]);
+    }
+  }
+  *o = '\0';
+  if (len_out) *len_out = (size_t)(o - *buf);
+  return 0;
 }
 
 char *sns_build_body(const char *topic_arn, const sns_entry *entries, size_t n, int force_batch,
                      size_t *len_out) {
-  if (!topic_arn || !entries || n < 1 || n > SNS_MAX_BATCH) {
-    errno = EINVAL;
+  char *buf = NULL;
+  size_t cap = 0;
+  int rc = sns_build_body_into(&buf, &cap, topic_arn, entries, n, force_batch, len_out);
+  if (rc < 0) {
+    free(buf);
+    errno = -rc;
     return NULL;
   }
-  int batch = n > 1 || force_batch;
-  sbuf b = {0};
-  sb_str(&b, batch ? "Action=PublishBatch" : "Action=Publish");
-  sb_str(&b, "&Version=2010-03-31");
-  sb_param_str(&b, "", "TopicArn", topic_arn);
-  if (!batch) {
-    add_entry(&b, "", &entries[0]);
-  } else {
-    for (size_t i = 0; i < n; i++) {
-      char prefix[64], id[24];
-      snprintf(prefix, sizeof prefix, "PublishBatchRequestEntries.member.%zu.", i + 1);
-      snprintf(id, sizeof id, "%zu", i);
-      sb_param_str(&b, prefix, "Id", id);
-      add_entry(&b, prefix, &entries[i]);
-    }
-  }
-  if (b.failed) {
-    free(b.p);
-    errno = ENOMEM;
-    return NULL;
-  }
-  if (len_out) *len_out = b.len;
-  return b.p;
+  return buf;
 }
