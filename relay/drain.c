@@ -396,8 +396,11 @@ static void on_sns_done(void *arg, const sns_result *results, size_t n, const sn
       case BACKOFF_RETRY_SHORT:
         any_throttled = 1;
         d->st.throttled_total++;
+        /* Grows with the event's attempts like any retry; AIMD below lowers
+         * the request rate as well. */
         settle_nack(d, r, i, res, now,
-                    backoff_retry_delay(&d->rng, d->cfg->retry_base_ms, d->cfg->retry_max_ms, 0));
+                    backoff_retry_delay(&d->rng, d->cfg->retry_base_ms, d->cfg->retry_max_ms,
+                                        rec->attempts));
         break;
       case BACKOFF_DEAD_REJECTED:
         settle_dead(d, r, i, DRAIN_DEAD_REJECTED, res->code, res->message, now);
@@ -423,7 +426,14 @@ static void on_sns_done(void *arg, const sns_result *results, size_t n, const sn
   if (any_config) {
     set_error(d, config_res->code, config_res->message);
     blocked(d, r->probe, config_res->code);
-  } else if (overall->outcome == SNS_UNREACHABLE) {
+  } else if (overall->outcome == SNS_UNREACHABLE || overall->outcome == SNS_RETRY ||
+             overall->outcome == SNS_THROTTLED) {
+    /* No answer, or the whole request failed (5xx, timeout, throttled):
+     * SNS itself is in trouble. Besides each event's own backoff (and AIMD
+     * for throttling), the whole drainer waits (capped, jittered, growing)
+     * and probes with one request, so an outage costs a trickle of
+     * requests, not one per due event: fast failures would otherwise turn
+     * a backlog into hundreds of requests a second. */
     unreachable(d, r->probe);
   } else if (r->probe && d->mode != MODE_RUNNING) {
     /* Only an answer to the probe proves recovery; an older request that
