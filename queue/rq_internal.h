@@ -103,8 +103,7 @@ struct rq_env {
   uint64_t map_size;
   uint64_t append_cap; /* live bytes above which appends are refused */
   uint64_t file_end;   /* known size of data.mdb (writer only) */
-  uint64_t grow_chunk; /* zero-filled growth step, see grow_ahead() */
-  uint8_t *zeros;      /* grow_ahead's buffer */
+  uint64_t grow_chunk; /* allocation step, see grow_ahead(); 0 = off */
   int64_t dedup_window_ms;
   uint32_t watermark_pct;
   pthread_mutex_t mu; /* guards leased, hook */
