@@ -202,12 +202,15 @@ TEST(callbacks_of_one_iteration_share_a_commit) {
  * iterations pile up and go together into the next commit. The first
  * commit is held in the hook until the loop has submitted 5 ops, one per
  * timer tick (so one per iteration). */
-static uv_sem_t release_first;
+static uv_sem_t release_first, first_entered;
 static atomic_int hook_calls;
 
 static int hold_first_commit(void *arg) {
   (void)arg;
-  if (atomic_fetch_add(&hook_calls, 1) == 0) uv_sem_wait(&release_first);
+  if (atomic_fetch_add(&hook_calls, 1) == 0) {
+    uv_sem_post(&first_entered);
+    uv_sem_wait(&release_first);
+  }
   return 0;
 }
 
@@ -229,15 +232,18 @@ TEST(ops_pile_up_while_writer_commits) {
   fx_open(&f, 0, 0);
   timer_fx = &f;
   CHECK_INT(uv_sem_init(&release_first, 0), ==, 0);
+  CHECK_INT(uv_sem_init(&first_entered, 0), ==, 0);
   rq_set_commit_hook(f.env, hold_first_commit, NULL);
   top first[3];
   for (int i = 0; i < 3; i++) {
     make_append(&first[i], &f, NULL);
     committer_submit(f.c, &first[i].op);
   }
-  /* One iteration hands the first batch to the writer before the timer
-   * exists, so the timer's ops cannot join it. */
+  /* One iteration hands the first batch to the writer; once the writer is
+   * inside that commit, the timer's ops cannot join it. (Ops handed over
+   * before the writer wakes may join: the writer takes all it has.) */
   uv_run(&f.loop, UV_RUN_NOWAIT);
+  uv_sem_wait(&first_entered);
   uv_timer_t tick;
   CHECK_INT(uv_timer_init(&f.loop, &tick), ==, 0);
   CHECK_INT(uv_timer_start(&tick, submit_one, 1, 1), ==, 0);
@@ -249,6 +255,7 @@ TEST(ops_pile_up_while_writer_commits) {
   for (int i = 0; i < 5; i++) CHECK_INT(late_ops[i].op.result, ==, 0);
   rq_set_commit_hook(f.env, NULL, NULL);
   uv_sem_destroy(&release_first);
+  uv_sem_destroy(&first_entered);
   fx_close(&f);
 }
 
