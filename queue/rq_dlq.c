@@ -24,25 +24,23 @@ static void dlq_view(uint64_t seq, const MDB_val *val, rq_view *v) {
     rq_view_corrupt(v, seq, val->mv_data, val->mv_size, 0);
 }
 
-int rq_dlq_list(rq_env *env, const rq_dlq_filter *f, rq_record **out) {
-  if (!env || !out) return -EINVAL;
-  *out = NULL;
-  MDB_txn *txn;
-  int rc = mdb_txn_begin(env->mdb, NULL, MDB_RDONLY, &txn);
-  if (rc) return rq_mdb_err(rc);
+/* Calls fn for each DLQ entry matching f, in id order, up to f->limit.
+ * fn returns 0 to go on or an error to stop with. Returns 0 or the first
+ * error (from fn or LMDB). */
+typedef int (*dlq_visit_fn)(uint64_t seq, const rq_view *view, void *arg);
+
+static int dlq_scan(MDB_txn *txn, MDB_dbi dbi, const rq_dlq_filter *f, dlq_visit_fn fn,
+                    void *arg) {
   MDB_cursor *cur;
-  if ((rc = mdb_cursor_open(txn, env->db_dlq, &cur))) {
-    mdb_txn_abort(txn);
-    return rq_mdb_err(rc);
-  }
-  rq_record *arr = NULL;
-  size_t n = 0, cap = 0, limit = f && f->limit ? f->limit : (size_t)INT32_MAX;
+  int rc = mdb_cursor_open(txn, dbi, &cur);
+  if (rc) return rq_mdb_err(rc);
+  size_t n = 0, limit = f && f->limit ? f->limit : SIZE_MAX;
   uint8_t kb[8];
   /* after_seq = UINT64_MAX leaves nothing to list. */
   bool any = !(f && f->after_seq == UINT64_MAX);
   rq_put_be64(kb, f && any ? f->after_seq + 1 : 0);
   MDB_val k = {8, kb}, v;
-  int out_rc = 0;
+  int out = 0;
   for (rc = any ? mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE) : MDB_NOTFOUND; rc == 0 && n < limit;
        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
     if (k.mv_size != 8) continue;
@@ -50,27 +48,53 @@ int rq_dlq_list(rq_env *env, const rq_dlq_filter *f, rq_record **out) {
     rq_view view;
     dlq_view(seq, &v, &view);
     if (!matches(&view, f)) continue;
-    if (n == cap) {
-      cap = cap ? cap * 2 : 16;
-      rq_record *na = realloc(arr, cap * sizeof *na);
-      if (!na) {
-        out_rc = -ENOMEM;
-        break;
-      }
-      arr = na;
-    }
-    if ((out_rc = rq_materialize(&view, &arr[n]))) break;
-    arr[n++].seq = seq;
+    if ((out = fn(seq, &view, arg)) != 0) break;
+    n++;
   }
-  if (!out_rc && rc && rc != MDB_NOTFOUND) out_rc = rq_mdb_err(rc);
+  if (!out && rc && rc != MDB_NOTFOUND) out = rq_mdb_err(rc);
   mdb_cursor_close(cur);
-  mdb_txn_abort(txn);
-  if (out_rc) {
-    rq_records_free(arr, n);
-    return out_rc;
+  return out;
+}
+
+typedef struct {
+  rq_record *arr;
+  size_t n, cap;
+} record_list;
+
+static int collect_record(uint64_t seq, const rq_view *view, void *arg) {
+  record_list *l = arg;
+  if (l->n == l->cap) {
+    size_t cap = l->cap ? l->cap * 2 : 16;
+    rq_record *na = realloc(l->arr, cap * sizeof *na);
+    if (!na) return -ENOMEM;
+    l->arr = na;
+    l->cap = cap;
   }
-  *out = arr;
-  return (int)n;
+  int rc = rq_materialize(view, &l->arr[l->n]);
+  if (rc) return rc;
+  l->arr[l->n++].seq = seq;
+  return 0;
+}
+
+int rq_dlq_list(rq_env *env, const rq_dlq_filter *f, rq_record **out) {
+  if (!env || !out) return -EINVAL;
+  *out = NULL;
+  MDB_txn *txn;
+  int rc = mdb_txn_begin(env->mdb, NULL, MDB_RDONLY, &txn);
+  if (rc) return rq_mdb_err(rc);
+  record_list l = {0};
+  rc = dlq_scan(txn, env->db_dlq, f, collect_record, &l);
+  mdb_txn_abort(txn);
+  if (rc) {
+    rq_records_free(l.arr, l.n);
+    return rc;
+  }
+  if (l.n > (size_t)INT32_MAX) { /* the count is returned as an int */
+    rq_records_free(l.arr, l.n);
+    return -EOVERFLOW;
+  }
+  *out = l.arr;
+  return (int)l.n;
 }
 
 int rq_dlq_get(rq_env *env, uint64_t id, rq_record *out) {
@@ -95,6 +119,25 @@ int rq_dlq_get(rq_env *env, uint64_t id, rq_record *out) {
   return rc;
 }
 
+typedef struct {
+  uint64_t *ids;
+  size_t n, cap;
+} id_list;
+
+static int collect_id(uint64_t seq, const rq_view *view, void *arg) {
+  (void)view;
+  id_list *l = arg;
+  if (l->n == l->cap) {
+    size_t cap = l->cap ? l->cap * 2 : 64;
+    uint64_t *ns = realloc(l->ids, cap * sizeof *ns);
+    if (!ns) return -ENOMEM;
+    l->ids = ns;
+    l->cap = cap;
+  }
+  l->ids[l->n++] = seq;
+  return 0;
+}
+
 /* Selected DLQ ids for replay/purge: the given ones, or every match of f. */
 static int select_ids(rq_txn *t, const uint64_t *ids, size_t nids, const rq_dlq_filter *f,
                       uint64_t **sel, size_t *nsel) {
@@ -108,43 +151,14 @@ static int select_ids(rq_txn *t, const uint64_t *ids, size_t nids, const rq_dlq_
     *nsel = nids;
     return 0;
   }
-  MDB_cursor *cur;
-  int rc = mdb_cursor_open(t->txn, t->env->db_dlq, &cur);
-  if (rc) return rq_mdb_err(rc);
-  size_t cap = 0, n = 0, limit = f && f->limit ? f->limit : SIZE_MAX;
-  uint64_t *s = NULL;
-  uint8_t kb[8];
-  /* after_seq = UINT64_MAX leaves nothing to list. */
-  bool any = !(f && f->after_seq == UINT64_MAX);
-  rq_put_be64(kb, f && any ? f->after_seq + 1 : 0);
-  MDB_val k = {8, kb}, v;
-  int out = 0;
-  for (rc = any ? mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE) : MDB_NOTFOUND; rc == 0 && n < limit;
-       rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-    if (k.mv_size != 8) continue;
-    uint64_t seq = rq_get_be64(k.mv_data);
-    rq_view view;
-    dlq_view(seq, &v, &view);
-    if (!matches(&view, f)) continue;
-    if (n == cap) {
-      cap = cap ? cap * 2 : 64;
-      uint64_t *ns = realloc(s, cap * sizeof *ns);
-      if (!ns) {
-        out = -ENOMEM;
-        break;
-      }
-      s = ns;
-    }
-    s[n++] = seq;
+  id_list l = {0};
+  int rc = dlq_scan(t->txn, t->env->db_dlq, f, collect_id, &l);
+  if (rc) {
+    free(l.ids);
+    return rc;
   }
-  if (!out && rc && rc != MDB_NOTFOUND) out = rq_mdb_err(rc);
-  mdb_cursor_close(cur);
-  if (out) {
-    free(s);
-    return out;
-  }
-  *sel = s;
-  *nsel = n;
+  *sel = l.ids;
+  *nsel = l.n;
   return 0;
 }
 
