@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdatomic.h>
 #include <inttypes.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -44,6 +45,7 @@ struct admin {
   rq_env *env;
   drain *drain;
   char blocked_reason[512]; /* while drain is NULL */
+  atomic_int commit_failing;  /* last group commit failed */
   char *token;
   unsigned jobs; /* thread-pool jobs not yet completed */
   int closing, server_closed;
@@ -298,7 +300,7 @@ static void answer_metrics(job *j) {
     s.map_used = j->st.map_used;
     s.map_size = j->st.map_size;
   }
-  s.ready = j->rc == 0 && j->over == 0;
+  s.ready = j->rc == 0 && j->over == 0 && !atomic_load(&a->commit_failing);
   drain_status ds;
   if (a->drain) {
     drain_get_status(a->drain, &ds);
@@ -609,14 +611,17 @@ static void on_request(http_request *req, void *arg) {
       return;
     }
     int over = rq_over_watermark(a->env);
-    if (over == 0)
+    int failing = atomic_load(&a->commit_failing);
+    if (over == 0 && !failing)
       http_respond(req, 200, "application/json", NULL, "{\"ready\":true}\n", 15);
     else {
       json_object *o = json_object_new_object();
       json_object_object_add(o, "ready", json_object_new_boolean(0));
       json_object_object_add(
           o, "error",
-          json_object_new_string(over > 0 ? "queue at its high watermark" : rq_strerror(over)));
+          json_object_new_string(over > 0    ? "queue at its high watermark"
+                                 : over < 0 ? rq_strerror(over)
+                                            : "commits are failing (disk full or I/O error)"));
       reply_json(req, 503, o);
     }
     return;
@@ -782,4 +787,8 @@ void admin_set_drain(admin *a, drain *d) {
 
 void admin_set_blocked_reason(admin *a, const char *reason) {
   snprintf(a->blocked_reason, sizeof a->blocked_reason, "%s", reason ? reason : "");
+}
+
+void admin_set_commit_failing(admin *a, int failing) {
+  atomic_store(&a->commit_failing, failing != 0);
 }

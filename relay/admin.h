@@ -68,6 +68,12 @@ void admin_close(admin *a, void (*done)(void *arg), void *arg);
  * admin_set_drain() once it runs. Loop thread. */
 void admin_set_drain(admin *a, drain *d);
 
+/* relayd reports here whether ingest can store events: while its commits
+ * fail (disk full, EIO, map full before the watermark) /readyz answers 503,
+ * so a load balancer stops sending webhooks that would only get 503s.
+ * Any thread. */
+void admin_set_commit_failing(admin *a, int failing);
+
 /* A decimal id or count as used in the API and by relayctl: digits only,
  * no sign, no overflow. 0 or -EINVAL. */
 int admin_parse_u64(const char *s, uint64_t *out);

@@ -63,12 +63,21 @@ typedef struct relayd {
 /* ---- observers: metrics and the drainer's wake-up ----------------------- */
 
 static void on_ingest_outcome(void *arg, int status, const char *reason) {
-  (void)arg;
+  relayd *r = arg;
   if (status == 200) {
     metrics_event_received();
     if (reason) metrics_event_rejected(reason); /* "duplicate", "too_large" */
   } else {
     metrics_event_rejected(reason ? reason : "other");
+  }
+  /* Readiness follows whether new events can be stored: a failed commit
+   * (disk full, EIO, a map full before the watermark) makes /readyz 503
+   * until an event is stored again. Duplicates prove nothing either way. */
+  if (r->adm) {
+    if (status == 503 && reason && strcmp(reason, "commit_failed") == 0)
+      admin_set_commit_failing(r->adm, 1);
+    else if (status == 200 && (!reason || strcmp(reason, "too_large") == 0))
+      admin_set_commit_failing(r->adm, 0);
   }
 }
 

@@ -293,6 +293,15 @@ TEST(health_and_errors) {
   o = call_json("GET", "/readyz", NULL, NULL, 200);
   CHECK(json_object_get_boolean(json_object_object_get(o, "ready")));
   json_object_put(o);
+  /* While ingest's commits fail, readiness says so; it recovers with them. */
+  admin_set_commit_failing(adm, 1);
+  o = call_json("GET", "/readyz", NULL, NULL, 503);
+  CHECK(!json_object_get_boolean(json_object_object_get(o, "ready")));
+  CHECK(gets_(o, "error") && strstr(gets_(o, "error"), "commits are failing"));
+  json_object_put(o);
+  admin_set_commit_failing(adm, 0);
+  o = call_json("GET", "/readyz", NULL, NULL, 200);
+  json_object_put(o);
   o = call_json("GET", "/nope", NULL, NULL, 404);
   CHECK(gets_(o, "error") != NULL);
   json_object_put(o);
