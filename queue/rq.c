@@ -692,6 +692,20 @@ static int append_common(rq_txn *t, const rq_record *rec, uint64_t *seq, int64_t
   return 0;
 }
 
+/* What every append does after its record is stored, wherever it went:
+ * remember the webhook id, take the seq, count it. */
+static int append_finish(rq_txn *t, const rq_record *rec, uint64_t seq, int64_t now,
+                         uint64_t *seq_out) {
+  int rc;
+  if (rec->webhook_id && *rec->webhook_id && (rc = dedup_record(t, rec->webhook_id, now)))
+    return rc;
+  t->c.next_seq++;
+  t->c.appended++;
+  t->dirty = true;
+  if (seq_out) *seq_out = seq;
+  return 0;
+}
+
 int rq_txn_append(rq_txn *t, const rq_record *rec, uint64_t *seq_out) {
   uint64_t seq;
   int64_t now;
@@ -713,14 +727,9 @@ int rq_txn_append(rq_txn *t, const rq_record *rec, uint64_t *seq_out) {
   rq_view_clear(&v, RQ_F_DLQ_TIME);
   /* Seqs only grow, so MDB_APPEND: no search, pages filled completely. */
   if ((rc = rq_txn_put_view(t, t->env->db_ready, seq, &v, MDB_APPEND, false))) return rc;
-  if (rec->webhook_id && *rec->webhook_id && (rc = dedup_record(t, rec->webhook_id, now)))
-    return rc;
-  t->c.next_seq++;
-  t->c.appended++;
+  if ((rc = append_finish(t, rec, seq, now, seq_out))) return rc;
   t->c.ready_count++;
   t->c.ready_bytes += rec->body_len;
-  t->dirty = true;
-  if (seq_out) *seq_out = seq;
   return 0;
 }
 
@@ -738,15 +747,10 @@ int rq_txn_append_dead(rq_txn *t, const rq_record *rec, const char *reason, cons
   rq_view_set_str(&v, RQ_F_DLQ_MESSAGE, message, message ? strlen(message) : 0);
   rq_view_set_num(&v, RQ_F_DLQ_TIME, rq_now_ms());
   if ((rc = rq_txn_put_view(t, t->env->db_dlq, seq, &v, MDB_APPEND, false))) return rc;
-  if (rec->webhook_id && *rec->webhook_id && (rc = dedup_record(t, rec->webhook_id, now)))
-    return rc;
-  t->c.next_seq++;
-  t->c.appended++;
+  if ((rc = append_finish(t, rec, seq, now, seq_out))) return rc;
   t->c.dead++;
   t->c.dlq_count++;
   t->c.dlq_bytes += rec->body_len;
-  t->dirty = true;
-  if (seq_out) *seq_out = seq;
   return 0;
 }
 
