@@ -426,14 +426,7 @@ static void on_sns_done(void *arg, const sns_result *results, size_t n, const sn
   if (any_config) {
     set_error(d, config_res->code, config_res->message);
     blocked(d, r->probe, config_res->code);
-  } else if (overall->outcome == SNS_UNREACHABLE || overall->outcome == SNS_RETRY ||
-             overall->outcome == SNS_THROTTLED) {
-    /* No answer, or the whole request failed (5xx, timeout, throttled):
-     * SNS itself is in trouble. Besides each event's own backoff (and AIMD
-     * for throttling), the whole drainer waits (capped, jittered, growing)
-     * and probes with one request, so an outage costs a trickle of
-     * requests, not one per due event: fast failures would otherwise turn
-     * a backlog into hundreds of requests a second. */
+  } else if (overall->outcome == SNS_UNREACHABLE) {
     unreachable(d, r->probe);
   } else if (r->probe && d->mode != MODE_RUNNING) {
     /* Only an answer to the probe proves recovery; an older request that
