@@ -14,11 +14,13 @@
 
 #define RQ_DEFAULT_MAP (4ull << 30)
 #define RQ_READER_CHECK_EVERY 1024 /* commits between stale-reader sweeps */
-#define RQ_DEDUP_PRUNE_MAX 256     /* expired dedup entries removed per batch */
+#define RQ_DEDUP_SWEEP_MIN 64      /* dedup entries the sweep looks at per batch, at least */
 #define RQ_DEDUP_KEY_MAX 400       /* LMDB keys are limited to 511 bytes */
 
 static const char META_FORMAT[] = "format";
 static const char META_COUNTERS[] = "counters";
+/* LMDB's main DB: dbi 1 in every environment (0 is its free-page DB). */
+#define MAIN_DBI_ID ((MDB_dbi)1)
 
 const char *rq_strerror(int err) {
   switch (err) {
@@ -143,10 +145,17 @@ static void seqset_del(rq_seqset *s, uint64_t seq) {
 
 /* ---- meta ---------------------------------------------------------------- */
 
+/* The counters live in LMDB's main DB (the DB of DB names), not in `meta`:
+ * every commit rewrites the main DB's leaf anyway (it holds the root of each
+ * changed DB), so the counters ride on a page the commit writes regardless.
+ * In `meta` they dirtied one more page per commit, which for small batches
+ * is one more scattered page for fdatasync() to write. Queues from before
+ * have them in `meta`; a writable open moves them (move_counters). */
 int rq_counters_load(rq_env *env, MDB_txn *txn, rq_counters *c) {
   MDB_val k = {sizeof META_COUNTERS - 1, (void *)META_COUNTERS}, v;
   memset(c, 0, sizeof *c);
-  int rc = mdb_get(txn, env->db_meta, &k, &v);
+  int rc = mdb_get(txn, MAIN_DBI_ID, &k, &v);
+  if (rc == MDB_NOTFOUND) rc = mdb_get(txn, env->db_meta, &k, &v); /* not moved yet */
   if (rc == MDB_NOTFOUND) {
     c->next_seq = 1;
     return 0;
@@ -164,7 +173,7 @@ int rq_counters_load(rq_env *env, MDB_txn *txn, rq_counters *c) {
   return 0;
 }
 
-int rq_counters_store(rq_env *env, MDB_txn *txn, const rq_counters *c) {
+int rq_counters_store(MDB_txn *txn, const rq_counters *c) {
   uint8_t buf[10 * 9 + 1];
   /* Small fixed encoding by hand: array of 10 uint64 (0xcf + 8 bytes). */
   uint8_t *p = buf;
@@ -185,7 +194,13 @@ int rq_counters_store(rq_env *env, MDB_txn *txn, const rq_counters *c) {
     p += 8;
   }
   MDB_val k = {sizeof META_COUNTERS - 1, (void *)META_COUNTERS}, v = {(size_t)(p - buf), buf};
-  return rq_mdb_err(mdb_put(txn, env->db_meta, &k, &v, 0));
+  return rq_mdb_err(mdb_put(txn, MAIN_DBI_ID, &k, &v, 0));
+}
+
+static int move_counters(rq_env *env, MDB_txn *txn) {
+  MDB_val k = {sizeof META_COUNTERS - 1, (void *)META_COUNTERS};
+  int rc = mdb_del(txn, env->db_meta, &k, NULL);
+  return rc == MDB_NOTFOUND ? 0 : rq_mdb_err(rc);
 }
 
 /* Live pages: everything reachable from the meta page. Reading the DB
@@ -193,8 +208,7 @@ int rq_counters_store(rq_env *env, MDB_txn *txn, const rq_counters *c) {
  * after every commit. */
 uint64_t rq_used_bytes_in(rq_env *env, MDB_txn *txn) {
   MDB_dbi dbis[] = {
-      0,           1, env->db_ready, env->db_state, env->db_dlq, env->db_dedup, env->db_dedup_time,
-      env->db_meta};
+      0, 1, env->db_ready, env->db_state, env->db_dlq, env->db_dedup, env->db_meta};
   uint64_t pages = 2; /* the two meta pages */
   unsigned psize = 4096;
   for (size_t i = 0; i < sizeof dbis / sizeof dbis[0]; i++) {
@@ -215,7 +229,7 @@ static int open_dbis(rq_env *env, MDB_txn *txn, unsigned flags) {
     MDB_dbi *dbi;
   } dbs[] = {
       {"ready", &env->db_ready}, {"state", &env->db_state},           {"dlq", &env->db_dlq},
-      {"dedup", &env->db_dedup}, {"dedup_time", &env->db_dedup_time}, {"meta", &env->db_meta}};
+      {"dedup", &env->db_dedup}, {"meta", &env->db_meta}};
   for (size_t i = 0; i < sizeof dbs / sizeof dbs[0]; i++) {
     int rc = mdb_dbi_open(txn, dbs[i].name, flags, dbs[i].dbi);
     if (rc == MDB_NOTFOUND) return -ENOENT;
@@ -236,31 +250,46 @@ static int last_key(MDB_txn *txn, MDB_dbi dbi, uint64_t *out) {
   return rc == 0 || rc == MDB_NOTFOUND ? 0 : rq_mdb_err(rc);
 }
 
-/* Checks the layout version; on a writable env initialises a new queue and
- * makes sure next_seq is above every stored key (seqs are never reused). */
+/* Format 1 had a second dedup DB, a time index; format 2 sweeps `dedup`
+ * instead (see prune_dedup) and keeps the counters in the main DB. A
+ * writable open moves a format 1 queue up: drops the time index (the
+ * counters move in init_layout). Readers of either format need nothing. */
+static int upgrade_from_1(MDB_txn *txn) {
+  MDB_dbi dbi;
+  int rc = mdb_dbi_open(txn, "dedup_time", 0, &dbi);
+  if (rc == MDB_NOTFOUND) return 0;
+  if (rc) return rq_mdb_err(rc);
+  return rq_mdb_err(mdb_drop(txn, dbi, 1));
+}
+
+/* Checks the layout version; on a writable env initialises a new queue or
+ * upgrades an older one, and makes sure next_seq is above every stored key
+ * (seqs are never reused). */
 static int init_layout(rq_env *env, MDB_txn *txn) {
   MDB_val k = {sizeof META_FORMAT - 1, (void *)META_FORMAT}, v;
+  uint64_t ver = 0; /* 0: a new queue */
   int rc = mdb_get(txn, env->db_meta, &k, &v);
   if (rc == 0) {
     rq_rd r = {v.mv_data, (const uint8_t *)v.mv_data + v.mv_size};
-    uint64_t ver;
     if (rq_rd_uint(&r, &ver)) return RQ_CORRUPT;
     if (ver > RQ_FORMAT_VERSION) return RQ_VERSION;
   } else if (rc != MDB_NOTFOUND) {
     return rq_mdb_err(rc);
-  } else if (!env->readonly) {
+  }
+  if (env->readonly) return 0;
+  if (ver == 1 && (rc = upgrade_from_1(txn))) return rc;
+  if (ver != RQ_FORMAT_VERSION) {
     uint8_t b = RQ_FORMAT_VERSION; /* positive fixint */
     MDB_val fv = {1, &b};
     if ((rc = mdb_put(txn, env->db_meta, &k, &fv, 0))) return rq_mdb_err(rc);
   }
-  if (env->readonly) return 0;
   rq_counters c;
-  if ((rc = rq_counters_load(env, txn, &c))) return rc;
+  if ((rc = rq_counters_load(env, txn, &c)) || (rc = move_counters(env, txn))) return rc;
   uint64_t lr, ld;
   if ((rc = last_key(txn, env->db_ready, &lr)) || (rc = last_key(txn, env->db_dlq, &ld))) return rc;
   uint64_t need = (lr > ld ? lr : ld) + 1;
   if (c.next_seq < need) c.next_seq = need;
-  return rq_counters_store(env, txn, &c);
+  return rq_counters_store(txn, &c);
 }
 
 int rq_env_open(rq_env **out, const char *dir, const rq_options *opts) {
@@ -278,6 +307,7 @@ int rq_env_open(rq_env **out, const char *dir, const rq_options *opts) {
   env->readonly = (opts->flags & RQ_OPEN_READONLY) != 0;
   env->dedup_window_ms = (int64_t)(opts->dedup_window_s ? opts->dedup_window_s : 600) * 1000;
   env->watermark_pct = opts->high_watermark_pct ? opts->high_watermark_pct : 90;
+  env->scan_due = INT64_MAX;
   if (env->watermark_pct > 100) env->watermark_pct = 100;
   pthread_mutex_init(&env->mu, NULL);
 
@@ -405,24 +435,36 @@ int rq_txn_fail(rq_txn *t, int err) {
 }
 
 /* Expired dedup entries go in small bites at the start of each batch: the
- * index stays bounded without a background job or a long write. */
+ * index stays bounded without a background job or a long write. There is
+ * no time index (it cost every append two more B-tree paths to write): a
+ * sweep walks `dedup` in key order from where the last batch stopped,
+ * wrapping at the end, and deletes what is older than the window. Each
+ * batch looks at a few more entries than the last batch added, so a sweep
+ * pass always outpaces the appends and every entry goes within about one
+ * window after it expired. Looking costs a cursor step over mapped pages;
+ * only deletions write, and they fall on the few leaves under the sweep.
+ * Expired entries still waiting for the sweep are harmless: a look-up
+ * compares the stored time with the window itself. */
 static int prune_dedup(rq_txn *t) {
   rq_env *env = t->env;
   int64_t cutoff = rq_now_ms() - env->dedup_window_ms;
+  uint64_t budget = RQ_DEDUP_SWEEP_MIN + 2 * env->sweep_last_appends;
   MDB_cursor *c;
-  int rc = mdb_cursor_open(t->txn, env->db_dedup_time, &c);
+  int rc = mdb_cursor_open(t->txn, env->db_dedup, &c);
   if (rc) return rq_mdb_err(rc);
-  MDB_val k, v;
-  int n = 0;
-  for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0 && n < RQ_DEDUP_PRUNE_MAX;
-       rc = mdb_cursor_get(c, &k, &v, MDB_NEXT), n++) {
-    if (k.mv_size < 8 || (int64_t)rq_get_be64(k.mv_data) >= cutoff) break;
-    MDB_val id = {k.mv_size - 8, (uint8_t *)k.mv_data + 8}, ts;
-    if (mdb_get(t->txn, env->db_dedup, &id, &ts) == 0 && ts.mv_size == 8 &&
-        memcmp(ts.mv_data, k.mv_data, 8) == 0) {
-      if ((rc = mdb_del(t->txn, env->db_dedup, &id, NULL))) break;
-    }
-    if ((rc = mdb_cursor_del(c, 0))) break;
+  MDB_val k = {env->sweep_len, env->sweep_key}, v;
+  rc = mdb_cursor_get(c, &k, &v, env->sweep_len ? MDB_SET_RANGE : MDB_FIRST);
+  for (uint64_t n = 0; rc == 0 && n < budget; n++) {
+    /* After a delete, MDB_NEXT gives the entry that took the deleted one's place. */
+    if (v.mv_size == 8 && (int64_t)rq_get_be64(v.mv_data) < cutoff && (rc = mdb_cursor_del(c, 0)))
+      break;
+    rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+  }
+  if (rc == 0 && k.mv_size <= sizeof env->sweep_key) { /* resume here next batch */
+    memcpy(env->sweep_key, k.mv_data, k.mv_size);
+    env->sweep_len = k.mv_size;
+  } else {
+    env->sweep_len = 0; /* end of the index (or an error): start over */
   }
   mdb_cursor_close(c);
   return rc == 0 || rc == MDB_NOTFOUND ? 0 : rq_mdb_err(rc);
@@ -503,6 +545,7 @@ static int txn_begin(rq_env *env, rq_txn **out, bool prune) {
     env->spare = t;
     return rc;
   }
+  t->appended0 = t->c.appended;
   *out = t;
   return 0;
 }
@@ -516,6 +559,8 @@ int rq_txn_begin_internal(rq_env *env, rq_txn **out) {
   return txn_begin(env, out, false);
 }
 
+static void scan_note_release(rq_env *env, uint64_t seq, int64_t due);
+
 /* Ends the LMDB transaction. The handle is parked for reuse (or freed)
  * while we still hold LMDB's writer lock, since the next writer may take it
  * the moment the txn ends. Leases of acked/nacked/dead records are released
@@ -525,7 +570,7 @@ int rq_txn_begin_internal(rq_env *env, rq_txn **out) {
 static int txn_end(rq_txn *t, bool commit) {
   rq_env *env = t->env;
   MDB_txn *txn = t->txn;
-  uint64_t *rel = t->release;
+  rq_release_ent *rel = t->release;
   size_t nrel = t->nrelease;
   t->release = NULL;
   t->nrelease = t->caprelease = 0;
@@ -545,7 +590,13 @@ static int txn_end(rq_txn *t, bool commit) {
     mdb_txn_abort(txn);
   if (nrel) {
     pthread_mutex_lock(&env->mu);
-    for (size_t i = 0; i < nrel; i++) seqset_del(&env->leased, rel[i]);
+    for (size_t i = 0; i < nrel; i++) {
+      seqset_del(&env->leased, rel[i].seq);
+      if (!commit || rc) /* the batch did not happen: every record is ready now */
+        scan_note_release(env, rel[i].seq, 0);
+      else if (rel[i].due != RQ_DUE_GONE)
+        scan_note_release(env, rel[i].seq, rel[i].due);
+    }
     pthread_mutex_unlock(&env->mu);
   }
   free(rel);
@@ -560,7 +611,7 @@ int rq_txn_commit(rq_txn *t) {
   if (!t) return -EINVAL;
   rq_env *env = t->env;
   int rc = t->failed;
-  if (!rc && t->dirty) rc = rq_counters_store(env, t->txn, &t->c);
+  if (!rc && t->dirty) rc = rq_counters_store(t->txn, &t->c);
   if (!rc) {
     pthread_mutex_lock(&env->mu);
     rq_commit_hook hook = env->hook;
@@ -573,6 +624,7 @@ int rq_txn_commit(rq_txn *t) {
     return rc;
   }
   uint64_t used = rq_used_bytes_in(env, t->txn);
+  env->sweep_last_appends = t->c.appended - t->appended0; /* still under the writer lock */
   rc = txn_end(t, true);
   if (rc == 0) {
     atomic_store(&env->used_bytes, used);
@@ -581,15 +633,15 @@ int rq_txn_commit(rq_txn *t) {
   return rq_mdb_err(rc);
 }
 
-static int add_release(rq_txn *t, uint64_t seq) {
+static int add_release(rq_txn *t, uint64_t seq, int64_t due) {
   if (t->nrelease == t->caprelease) {
     size_t ncap = t->caprelease ? t->caprelease * 2 : 64;
-    uint64_t *n = realloc(t->release, ncap * sizeof *n);
+    rq_release_ent *n = realloc(t->release, ncap * sizeof *n);
     if (!n) return -ENOMEM;
     t->release = n;
     t->caprelease = ncap;
   }
-  t->release[t->nrelease++] = seq;
+  t->release[t->nrelease++] = (rq_release_ent){seq, due};
   return 0;
 }
 
@@ -646,28 +698,13 @@ static int dedup_check_in(rq_env *env, MDB_txn *txn, const char *id, int64_t now
   return now_ms - seen < env->dedup_window_ms ? 1 : 0;
 }
 
-/* Records (or refreshes) id at now_ms in both dedup indexes. */
+/* Records (or refreshes) id at now_ms. */
 static int dedup_record(rq_txn *t, const char *id, int64_t now_ms) {
-  rq_env *env = t->env;
-  uint8_t kb[RQ_DEDUP_KEY_MAX + 8];
-  size_t kn = dedup_key(id, kb + 8);
-  MDB_val k = {kn, kb + 8}, old;
-  int rc = mdb_get(t->txn, env->db_dedup, &k, &old);
-  if (rc == 0 && old.mv_size == 8) {
-    memcpy(kb, old.mv_data, 8);
-    MDB_val tk = {kn + 8, kb};
-    rc = mdb_del(t->txn, env->db_dedup_time, &tk, NULL);
-    if (rc && rc != MDB_NOTFOUND) return rq_txn_fail(t, rq_mdb_err(rc));
-  } else if (rc && rc != MDB_NOTFOUND) {
-    return rq_txn_fail(t, rq_mdb_err(rc));
-  }
-  rq_put_be64(kb, (uint64_t)now_ms);
-  MDB_val v = {8, kb};
-  if ((rc = mdb_put(t->txn, env->db_dedup, &k, &v, 0))) return rq_txn_fail(t, rq_mdb_err(rc));
-  MDB_val tk = {kn + 8, kb}, empty = {0, ""};
-  if ((rc = mdb_put(t->txn, env->db_dedup_time, &tk, &empty, 0)))
-    return rq_txn_fail(t, rq_mdb_err(rc));
-  return 0;
+  uint8_t kb[RQ_DEDUP_KEY_MAX], tb[8];
+  MDB_val k = {dedup_key(id, kb), kb}, v = {8, tb};
+  rq_put_be64(tb, (uint64_t)now_ms);
+  int rc = mdb_put(t->txn, t->env->db_dedup, &k, &v, 0);
+  return rc ? rq_txn_fail(t, rq_mdb_err(rc)) : 0;
 }
 
 /* Shared by append and append_dead: checks dedup, assigns the seq. */
@@ -799,7 +836,7 @@ static int del_seq(rq_txn *t, MDB_dbi dbi, uint64_t seq, bool must) {
 int rq_txn_ack(rq_txn *t, uint64_t seq) {
   if (!t) return -EINVAL;
   if (t->failed) return RQ_BAD_TXN;
-  int rc = add_release(t, seq);
+  int rc = add_release(t, seq, RQ_DUE_GONE);
   if (rc) return rq_txn_fail(t, rc);
   uint8_t kb[8];
   rq_put_be64(kb, seq);
@@ -823,7 +860,7 @@ int rq_txn_nack(rq_txn *t, uint64_t seq, int64_t now_ms, int64_t next_attempt_ms
                 const char *error) {
   if (!t) return -EINVAL;
   if (t->failed) return RQ_BAD_TXN;
-  int rc = add_release(t, seq);
+  int rc = add_release(t, seq, next_attempt_ms);
   if (rc) return rq_txn_fail(t, rc);
   rq_view v;
   if ((rc = load_ready(t->txn, t->env, seq, &v, NULL))) {
@@ -842,7 +879,7 @@ int rq_txn_dead(rq_txn *t, uint64_t seq, int64_t now_ms, const char *reason, con
                 const char *message) {
   if (!t) return -EINVAL;
   if (t->failed) return RQ_BAD_TXN;
-  int rc = add_release(t, seq);
+  int rc = add_release(t, seq, RQ_DUE_GONE);
   if (rc) return rq_txn_fail(t, rc);
   rq_view v;
   bool has_state;
@@ -946,9 +983,11 @@ static int64_t item_due(const scan_item *it) {
   return it->state ? it->state->num[RQ_F_NEXT_ATTEMPT] : 0;
 }
 
-/* Walks ready records in seq order. `fn` returns 0 to continue, 1 to stop,
- * <0 on error. */
-static int scan_ready(rq_env *env, MDB_txn *txn, bool want_leased, scan_fn fn, void *arg) {
+/* Walks ready records in seq order from seq `from` on. `fn` returns 0 to
+ * continue, 1 to stop, <0 on error. *last is the last seq looked at (leased
+ * ones skipped here included), unchanged when there was none. */
+static int scan_ready(rq_env *env, MDB_txn *txn, uint64_t from, bool want_leased, scan_fn fn,
+                      void *arg, uint64_t *last) {
   MDB_cursor *rcur, *scur;
   int rc = mdb_cursor_open(txn, env->db_ready, &rcur);
   if (rc) return rq_mdb_err(rc);
@@ -957,12 +996,17 @@ static int scan_ready(rq_env *env, MDB_txn *txn, bool want_leased, scan_fn fn, v
     return rq_mdb_err(rc);
   }
   MDB_val k, v, sk, sv;
+  uint8_t fb[8];
+  rq_put_be64(fb, from);
+  k.mv_size = 8;
+  k.mv_data = fb;
   uint64_t skey = 0; /* key under the state cursor; UINT64_MAX at the end */
   int out = 0;
-  for (rc = mdb_cursor_get(rcur, &k, &v, MDB_FIRST); rc == 0;
+  for (rc = mdb_cursor_get(rcur, &k, &v, from ? MDB_SET_RANGE : MDB_FIRST); rc == 0;
        rc = mdb_cursor_get(rcur, &k, &v, MDB_NEXT)) {
     if (k.mv_size != 8) continue;
     scan_item it = {.seq = rq_get_be64(k.mv_data), .raw = v};
+    *last = it.seq;
     it.leased = seqset_has(&env->leased, it.seq);
     if (it.leased && !want_leased) continue;
     /* Merge-join with the state DB: both are keyed by seq. */
@@ -1000,6 +1044,7 @@ typedef struct {
   groupset groups;
   rq_record *out;
   int64_t next_due;
+  int64_t skipped_due; /* earliest next attempt among records skipped as not due */
 } lease_ctx;
 
 /* Group of a record for FIFO mode: cid, else type; NULL = ungrouped. */
@@ -1023,6 +1068,7 @@ static int fifo_gate(lease_ctx *c, const rq_view *v) {
 static int lease_one(void *arg, const scan_item *it) {
   lease_ctx *c = arg;
   bool due = item_due(it) <= c->now;
+  if (!due && item_due(it) < c->skipped_due) c->skipped_due = item_due(it);
   if (!c->fifo && (it->leased || !due)) return 0;
   rq_view v;
   if (item_view(it, &v)) return 0; /* undecodable: rq_verify's job */
@@ -1050,12 +1096,46 @@ static int lease_one(void *arg, const scan_item *it) {
   return c->n == c->max ? 1 : 0;
 }
 
+/* Where a non-FIFO scan may start (env->mu held). Every ready record below
+ * env->scan_from is leased by us, or not due before env->scan_due, or
+ * undecodable; so unless scan_due has come, a scan can skip them all. Without
+ * this, each lease walked past every leased and every backed-off record
+ * from the head of the queue again: a few hundred cursor steps per call in
+ * steady draining, the whole backlog per call during an outage. */
+static uint64_t scan_start(rq_env *env, int64_t now_ms) {
+  if (now_ms < env->scan_due) return env->scan_from;
+  env->scan_from = 0;
+  env->scan_due = INT64_MAX;
+  return 0;
+}
+
+/* After a non-FIFO scan from `from` that looked at records up to `last`:
+ * all of them are now leased, not due (earliest: skipped_due), or
+ * undecodable. */
+static void scan_advance(rq_env *env, uint64_t from, uint64_t last, int64_t skipped_due) {
+  if (skipped_due < env->scan_due) env->scan_due = skipped_due;
+  if (last + 1 > from) env->scan_from = last + 1;
+}
+
+/* A lease ended without the record leaving the queue (env->mu held). */
+static void scan_note_release(rq_env *env, uint64_t seq, int64_t due) {
+  if (due > rq_now_ms()) {
+    if (due < env->scan_due) env->scan_due = due;
+  } else if (seq < env->scan_from) {
+    env->scan_from = seq;
+  }
+}
+
 int rq_lease(rq_env *env, int64_t now_ms, size_t max, unsigned flags, rq_record **out) {
   if (!env || !out) return -EINVAL;
   *out = NULL;
   if (max == 0) return 0;
   if (max > INT_MAX) max = INT_MAX;
-  lease_ctx c = {.env = env, .now = now_ms, .max = max, .fifo = (flags & RQ_LEASE_FIFO) != 0};
+  lease_ctx c = {.env = env,
+                 .now = now_ms,
+                 .max = max,
+                 .fifo = (flags & RQ_LEASE_FIFO) != 0,
+                 .skipped_due = INT64_MAX};
   /* env->mu is held from before the snapshot until the leases are
    * recorded, so a concurrent commit releasing a lease (after its
    * mdb_txn_commit) cannot make us lease a record it just removed. */
@@ -1066,10 +1146,14 @@ int rq_lease(rq_env *env, int64_t now_ms, size_t max, unsigned flags, rq_record 
     pthread_mutex_unlock(&env->mu);
     return rq_mdb_err(rc);
   }
-  rc = scan_ready(env, txn, c.fifo, lease_one, &c);
+  /* FIFO scans start at the head: a record's group head decides for it. */
+  uint64_t from = c.fifo ? 0 : scan_start(env, now_ms), last = 0;
+  rc = scan_ready(env, txn, from, c.fifo, lease_one, &c, &last);
   mdb_txn_abort(txn);
   if (rc < 0)
     for (size_t i = 0; i < c.n; i++) seqset_del(&env->leased, c.out[i].seq);
+  else if (!c.fifo)
+    scan_advance(env, from, last, c.skipped_due);
   pthread_mutex_unlock(&env->mu);
   free(c.groups.slots);
   if (rc < 0) {
@@ -1083,6 +1167,7 @@ int rq_lease(rq_env *env, int64_t now_ms, size_t max, unsigned flags, rq_record 
 void rq_release(rq_env *env, uint64_t seq) {
   pthread_mutex_lock(&env->mu);
   seqset_del(&env->leased, seq);
+  scan_note_release(env, seq, 0);
   pthread_mutex_unlock(&env->mu);
 }
 
@@ -1117,7 +1202,13 @@ int64_t rq_next_due_ms_flags(rq_env *env, unsigned flags) {
   MDB_txn *txn;
   int rc = mdb_txn_begin(env->mdb, NULL, MDB_RDONLY, &txn);
   if (rc == 0) {
-    scan_ready(env, txn, c.fifo, due_one, &c);
+    /* Below scan_from nothing is due before scan_due (a lower bound). */
+    uint64_t from = 0, last = 0;
+    if (!c.fifo) {
+      from = env->scan_from;
+      c.next_due = env->scan_due;
+    }
+    scan_ready(env, txn, from, c.fifo, due_one, &c, &last);
     mdb_txn_abort(txn);
   }
   pthread_mutex_unlock(&env->mu);

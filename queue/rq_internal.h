@@ -12,7 +12,7 @@
 
 /* Version of the on-disk layout (meta "format") and of each record ("v").
  * See queue/FORMAT.md before changing anything here. */
-#define RQ_FORMAT_VERSION 1
+#define RQ_FORMAT_VERSION 2
 #define RQ_RECORD_VERSION 1
 
 /* Record field keys (msgpack map keys, positive fixints). Never renumber. */
@@ -97,7 +97,7 @@ typedef struct {
 
 struct rq_env {
   MDB_env *mdb;
-  MDB_dbi db_ready, db_state, db_dlq, db_dedup, db_dedup_time, db_meta;
+  MDB_dbi db_ready, db_state, db_dlq, db_dedup, db_meta;
   bool readonly;
   int lock_fd;
   uint64_t map_size;
@@ -113,7 +113,23 @@ struct rq_env {
   _Atomic uint64_t used_bytes; /* live pages after the last commit */
   _Atomic uint64_t commits;
   rq_txn *spare; /* reused batch handle; only touched under LMDB's writer lock */
+  /* Dedup sweep (see prune_dedup), writer lock too: next key to look at
+   * (empty = the start) and the appends of the last committed batch. */
+  uint8_t sweep_key[511];
+  size_t sweep_len;
+  uint64_t sweep_last_appends;
+  /* Lease scan start (see scan_start in rq.c), guarded by mu. */
+  uint64_t scan_from;
+  int64_t scan_due;
 };
+
+/* A lease the batch ends: `due` is the record's next attempt if it stays
+ * ready (nack), RQ_DUE_GONE if the commit removes it (ack, dead-letter). */
+#define RQ_DUE_GONE INT64_MIN
+typedef struct {
+  uint64_t seq;
+  int64_t due;
+} rq_release_ent;
 
 struct rq_txn {
   rq_env *env;
@@ -122,9 +138,10 @@ struct rq_txn {
   bool dirty;
   uint64_t used_est; /* live bytes: exact at begin, plus what we added */
   rq_counters c;
+  uint64_t appended0; /* c.appended at begin */
   msgpack_sbuffer sb;
   msgpack_packer pk;
-  uint64_t *release; /* leases to release after commit/abort */
+  rq_release_ent *release; /* leases to release after commit/abort */
   size_t nrelease, caprelease;
 };
 
@@ -133,7 +150,7 @@ int64_t rq_now_ms(void);
 void rq_put_be64(uint8_t out[8], uint64_t x);
 uint64_t rq_get_be64(const void *p);
 int rq_counters_load(rq_env *env, MDB_txn *txn, rq_counters *c);
-int rq_counters_store(rq_env *env, MDB_txn *txn, const rq_counters *c);
+int rq_counters_store(MDB_txn *txn, const rq_counters *c);
 /* Begins a batch for library-internal maintenance (replay, purge, verify). */
 int rq_txn_begin_internal(rq_env *env, rq_txn **out);
 /* Puts an encoded view into dbi under seq (flags: MDB_APPEND, ...). */

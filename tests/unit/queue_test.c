@@ -602,6 +602,227 @@ TEST(dedup_window_expiry) {
   rq_env_close(env);
 }
 
+/* The sweep that expires dedup entries (no time index): it covers the
+ * whole index in bites, wraps around, and never removes a live entry. */
+TEST(dedup_sweep_covers_index) {
+  /* First entries seen 9 s ago: with a 10 s window they expire in 1 s; the
+   * ones seen again later have 10 s, plenty for the sweep on a slow box. */
+  rq_options o = {.dedup_window_s = 10};
+  rq_env *env = open_env(&o);
+  int64_t start = wall_ms(), now = start - 9000;
+  rq_txn *t;
+  char id[32];
+  CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+  for (int i = 0; i < 3000; i++) {
+    snprintf(id, sizeof id, "sw-%05d", i);
+    rq_record r = mkrec("{}", id, "t", NULL);
+    r.received_ms = now;
+    CHECK_INT(rq_txn_append(t, &r, NULL), ==, 0);
+  }
+  CHECK_INT(rq_txn_commit(t), ==, 0);
+  for (int i = 0; i < 2; i++) { /* small batches: the next bite is small again */
+    snprintf(id, sizeof id, "zz-%d", i);
+    rq_record r = mkrec("{}", id, "t", NULL);
+    r.received_ms = now;
+    append1(env, &r);
+  }
+  rq_stats st;
+  CHECK_INT(rq_stat(env, &st), ==, 0);
+  if (wall_ms() - start < 900) CHECK_INT(st.dedup_entries, ==, 3002); /* none expired yet */
+  struct timespec pause = {1, 300000000};
+  nanosleep(&pause, NULL);
+  /* Every third id seen again: those must survive every sweep. */
+  int64_t later = wall_ms();
+  CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+  for (int i = 0; i < 3000; i += 3) {
+    snprintf(id, sizeof id, "sw-%05d", i);
+    rq_record r = mkrec("{}", id, "t", NULL);
+    r.received_ms = later;
+    CHECK_INT(rq_txn_append(t, &r, NULL), ==, 0);
+  }
+  CHECK_INT(rq_txn_commit(t), ==, 0);
+  /* Empty batches, each looking at a bounded bite, until only those remain. */
+  int batches = 0;
+  uint64_t prev = UINT64_MAX;
+  do {
+    CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+    CHECK_INT(rq_txn_commit(t), ==, 0);
+    CHECK_INT(rq_stat(env, &st), ==, 0);
+    CHECK(st.dedup_entries <= prev);
+    prev = st.dedup_entries;
+  } while (st.dedup_entries > 1000 && ++batches < 1000);
+  CHECK_INT(st.dedup_entries, ==, 1000);
+  CHECK(batches >= 1); /* 3,002 entries do not fit one bite */
+  for (int i = 0; i < 3000; i++) {
+    snprintf(id, sizeof id, "sw-%05d", i);
+    CHECK_INT(rq_dedup_seen(env, id, later), ==, i % 3 == 0);
+  }
+  /* The sweep wraps: an expired id sorting before its position goes too. */
+  rq_record r = mkrec("{}", "aa-first", "t", NULL);
+  r.received_ms = later - 20000;
+  append1(env, &r);
+  for (int i = 0; i < 100 && st.dedup_entries > 1000; i++) {
+    CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+    CHECK_INT(rq_txn_commit(t), ==, 0);
+    CHECK_INT(rq_stat(env, &st), ==, 0);
+  }
+  CHECK_INT(st.dedup_entries, ==, 1000);
+  rq_env_close(env);
+}
+
+/* A queue written by format 1 (counters in `meta`, a `dedup_time` index)
+ * opens, keeps its records, counters and dedup entries, and is moved up. */
+TEST(upgrade_from_format_1) {
+  int64_t now = wall_ms();
+  rq_env *env = open_env(NULL);
+  const char *ids[] = {"up-1", "up-2", "up-3"}, *bodies[] = {"{\"a\":1}", "{\"b\":2}", "{\"c\":3}"};
+  uint64_t seqs[3];
+  for (int i = 0; i < 3; i++) {
+    rq_record r = mkrec(bodies[i], ids[i], "t", NULL);
+    r.received_ms = now;
+    seqs[i] = append1(env, &r);
+  }
+  ack1(env, seqs[0]);
+  rq_env_close(env);
+  /* Turn it into the format 1 layout by hand. */
+  {
+    MDB_env *e;
+    MDB_txn *txn;
+    MDB_dbi maindb, meta, dt, dd;
+    CHECK_INT(mdb_env_create(&e), ==, 0);
+    CHECK_INT(mdb_env_set_maxdbs(e, 8), ==, 0);
+    CHECK_INT(mdb_env_open(e, tl_tmpdir, 0, 0600), ==, 0);
+    CHECK_INT(mdb_txn_begin(e, NULL, 0, &txn), ==, 0);
+    CHECK_INT(mdb_dbi_open(txn, NULL, 0, &maindb), ==, 0);
+    CHECK_INT(mdb_dbi_open(txn, "meta", 0, &meta), ==, 0);
+    CHECK_INT(mdb_dbi_open(txn, "dedup", 0, &dd), ==, 0);
+    CHECK_INT(mdb_dbi_open(txn, "dedup_time", MDB_CREATE, &dt), ==, 0);
+    MDB_val k = {8, "counters"}, v, fk = {6, "format"};
+    CHECK_INT(mdb_get(txn, maindb, &k, &v), ==, 0);
+    uint8_t buf[128];
+    CHECK(v.mv_size <= sizeof buf);
+    memcpy(buf, v.mv_data, v.mv_size);
+    MDB_val cv = {v.mv_size, buf};
+    CHECK_INT(mdb_put(txn, meta, &k, &cv, 0), ==, 0);
+    CHECK_INT(mdb_del(txn, maindb, &k, NULL), ==, 0);
+    uint8_t one = 1;
+    MDB_val ov = {1, &one};
+    CHECK_INT(mdb_put(txn, meta, &fk, &ov, 0), ==, 0);
+    for (int i = 0; i < 3; i++) { /* the old time index: seen ms + id */
+      MDB_val ik = {strlen(ids[i]), (void *)ids[i]}, tv;
+      CHECK_INT(mdb_get(txn, dd, &ik, &tv), ==, 0);
+      uint8_t tk[64];
+      memcpy(tk, tv.mv_data, 8);
+      memcpy(tk + 8, ids[i], ik.mv_size);
+      MDB_val tkv = {8 + ik.mv_size, tk}, empty = {0, ""};
+      CHECK_INT(mdb_put(txn, dt, &tkv, &empty, 0), ==, 0);
+    }
+    CHECK_INT(mdb_txn_commit(txn), ==, 0);
+    mdb_env_close(e);
+  }
+  /* A reader (relayctl) of the old layout sees the old counters. */
+  rq_options ro = {.flags = RQ_OPEN_READONLY};
+  rq_stats st;
+  env = open_env(&ro);
+  CHECK_INT(rq_stat(env, &st), ==, 0);
+  CHECK_INT(st.ready, ==, 2);
+  CHECK_INT(st.appended_total, ==, 3);
+  rq_env_close(env);
+  /* The writer moves it up and loses nothing. */
+  env = open_env(NULL);
+  CHECK_INT(rq_stat(env, &st), ==, 0);
+  CHECK_INT(st.ready, ==, 2);
+  CHECK_INT(st.appended_total, ==, 3);
+  CHECK_INT(st.acked_total, ==, 1);
+  CHECK_INT(st.dedup_entries, ==, 3);
+  for (int i = 0; i < 3; i++) CHECK_INT(rq_dedup_seen(env, ids[i], now), ==, 1);
+  rq_record *out;
+  CHECK_INT(rq_lease(env, now, 10, 0, &out), ==, 2);
+  CHECK_INT(out[0].seq, ==, seqs[1]);
+  CHECK_MEM(out[0].body, out[0].body_len, bodies[1], strlen(bodies[1]));
+  CHECK_MEM(out[1].body, out[1].body_len, bodies[2], strlen(bodies[2]));
+  rq_records_free(out, 2);
+  rq_record r = mkrec("{}", "up-4", "t", NULL);
+  r.received_ms = now;
+  CHECK_INT(append1(env, &r), >, seqs[2]);
+  rq_env_close(env);
+  {
+    MDB_env *e;
+    MDB_txn *txn;
+    MDB_dbi meta, dt;
+    CHECK_INT(mdb_env_create(&e), ==, 0);
+    CHECK_INT(mdb_env_set_maxdbs(e, 8), ==, 0);
+    CHECK_INT(mdb_env_open(e, tl_tmpdir, MDB_RDONLY, 0600), ==, 0);
+    CHECK_INT(mdb_txn_begin(e, NULL, MDB_RDONLY, &txn), ==, 0);
+    CHECK_INT(mdb_dbi_open(txn, "dedup_time", 0, &dt), ==, MDB_NOTFOUND);
+    CHECK_INT(mdb_dbi_open(txn, "meta", 0, &meta), ==, 0);
+    MDB_val k = {8, "counters"}, fk = {6, "format"}, v;
+    CHECK_INT(mdb_get(txn, meta, &k, &v), ==, MDB_NOTFOUND);
+    CHECK_INT(mdb_get(txn, meta, &fk, &v), ==, 0);
+    CHECK_INT(v.mv_size, ==, 1);
+    CHECK_INT(*(const uint8_t *)v.mv_data, ==, 2);
+    mdb_txn_abort(txn);
+    mdb_env_close(e);
+  }
+}
+
+static void lease_expect(rq_env *env, int64_t now, size_t max, const uint64_t *want, int n) {
+  rq_record *out = NULL;
+  int got = rq_lease(env, now, max, 0, &out);
+  CHECK_INT(got, ==, n);
+  for (int i = 0; i < n && i < got; i++) CHECK_INT(out[i].seq, ==, want[i]);
+  rq_records_free(out, got > 0 ? (size_t)got : 0);
+}
+
+/* Leases resume after what is already leased or backed off; whatever makes
+ * an earlier record leasable again (release, abort, its retry time) is seen. */
+TEST(lease_resumes_and_sees_returns) {
+  rq_env *env = open_env(NULL);
+  int64_t now = wall_ms();
+  uint64_t s[12];
+  for (int i = 0; i < 12; i++) {
+    char id[16];
+    snprintf(id, sizeof id, "lr-%d", i);
+    rq_record r = mkrec("{}", id, "t", NULL);
+    r.received_ms = now;
+    s[i] = append1(env, &r);
+  }
+  lease_expect(env, now, 3, s, 3);          /* 0 1 2 */
+  lease_expect(env, now, 3, s + 3, 3);      /* 3 4 5 */
+  rq_release(env, s[1]);                    /* back to ready */
+  uint64_t w1[] = {s[1], s[6]};
+  lease_expect(env, now, 2, w1, 2);
+  /* An aborted batch gives its records back. */
+  rq_txn *t;
+  CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+  CHECK_INT(rq_txn_ack(t, s[0]), ==, 0);
+  CHECK_INT(rq_txn_ack(t, s[2]), ==, 0);
+  rq_txn_abort(t);
+  uint64_t w2[] = {s[0], s[2], s[7]};
+  lease_expect(env, now, 3, w2, 3);
+  /* Acked records are gone, nacked ones come back when due: one retry in
+   * the future (wall clock), one already due. */
+  CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+  CHECK_INT(rq_txn_ack(t, s[0]), ==, 0);
+  CHECK_INT(rq_txn_nack(t, s[3], now, now + 60000, "later"), ==, 0);
+  CHECK_INT(rq_txn_nack(t, s[4], now, now - 1, "now"), ==, 0);
+  CHECK_INT(rq_txn_commit(t), ==, 0);
+  uint64_t w3[] = {s[4], s[8], s[9], s[10], s[11]};
+  lease_expect(env, now, 10, w3, 5);
+  lease_expect(env, now, 10, NULL, 0);
+  CHECK_INT(rq_next_due_ms(env), ==, now + 60000);
+  uint64_t w4[] = {s[3]};
+  lease_expect(env, now + 60000, 10, w4, 1);
+  /* A retry time in the past by the wall clock, in the future for the caller. */
+  CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+  CHECK_INT(rq_txn_nack(t, s[5], now, now - 500, "e"), ==, 0);
+  CHECK_INT(rq_txn_commit(t), ==, 0);
+  lease_expect(env, now - 1000, 10, NULL, 0);
+  uint64_t w5[] = {s[5]};
+  lease_expect(env, now, 10, w5, 1);
+  rq_env_close(env);
+}
+
 TEST(mixed_batch_one_commit) {
   rq_env *env = open_env(NULL);
   uint64_t s[3];
@@ -1298,7 +1519,7 @@ TEST(verify_rebuilds_gauges) {
     CHECK_INT(mdb_env_set_maxdbs(e, 8), ==, 0);
     CHECK_INT(mdb_env_open(e, tl_tmpdir, 0, 0600), ==, 0);
     CHECK_INT(mdb_txn_begin(e, NULL, 0, &txn), ==, 0);
-    CHECK_INT(mdb_dbi_open(txn, "meta", 0, &dbi), ==, 0);
+    CHECK_INT(mdb_dbi_open(txn, NULL, 0, &dbi), ==, 0); /* the main DB (FORMAT.md) */
     MDB_val k = {8, "counters"}, v;
     CHECK_INT(mdb_get(txn, dbi, &k, &v), ==, 0);
     uint8_t buf[128];
