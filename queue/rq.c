@@ -208,10 +208,11 @@ static int move_counters(rq_env *env, MDB_txn *txn) {
  * after every commit. */
 uint64_t rq_used_bytes_in(rq_env *env, MDB_txn *txn) {
   MDB_dbi dbis[] = {
-      0, 1, env->db_ready, env->db_state, env->db_dlq, env->db_dedup, env->db_meta};
+      0, 1, env->db_ready, env->db_state, env->db_dlq, env->db_dedup, env->db_meta, env->db_bodies};
+  size_t ndbis = sizeof dbis / sizeof dbis[0] - (env->no_bodies ? 1 : 0);
   uint64_t pages = 2; /* the two meta pages */
   unsigned psize = 4096;
-  for (size_t i = 0; i < sizeof dbis / sizeof dbis[0]; i++) {
+  for (size_t i = 0; i < ndbis; i++) {
     MDB_stat st;
     if (mdb_stat(txn, dbis[i], &st) == 0) {
       pages += st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages;
@@ -228,10 +229,15 @@ static int open_dbis(rq_env *env, MDB_txn *txn, unsigned flags) {
     const char *name;
     MDB_dbi *dbi;
   } dbs[] = {
-      {"ready", &env->db_ready}, {"state", &env->db_state},           {"dlq", &env->db_dlq},
-      {"dedup", &env->db_dedup}, {"meta", &env->db_meta}};
+      {"ready", &env->db_ready}, {"bodies", &env->db_bodies}, {"state", &env->db_state},
+      {"dlq", &env->db_dlq},     {"dedup", &env->db_dedup},   {"meta", &env->db_meta}};
   for (size_t i = 0; i < sizeof dbs / sizeof dbs[0]; i++) {
     int rc = mdb_dbi_open(txn, dbs[i].name, flags, dbs[i].dbi);
+    /* A format 1 queue opened read-only has no `bodies` (all inline). */
+    if (rc == MDB_NOTFOUND && dbs[i].dbi == &env->db_bodies) {
+      env->no_bodies = true;
+      continue;
+    }
     if (rc == MDB_NOTFOUND) return -ENOENT;
     if (rc) return rq_mdb_err(rc);
   }
@@ -356,6 +362,8 @@ int rq_env_open(rq_env **out, const char *dir, const rq_options *opts) {
   MDB_envinfo info;
   mdb_env_info(env->mdb, &info);
   env->map_size = info.me_mapsize;
+  MDB_stat est;
+  env->psize = mdb_env_stat(env->mdb, &est) == 0 ? est.ms_psize : 4096;
   /* Appends stop short of the map so that acks, nacks and dead-letters,
    * which need a few fresh pages to copy-on-write, can always commit:
    * a full map must never keep the drainer from freeing space. */
@@ -661,6 +669,76 @@ int rq_txn_put_view(rq_txn *t, MDB_dbi dbi, uint64_t seq, const rq_view *v, unsi
   return 0;
 }
 
+/* ---- ready records: header in `ready`, body in `bodies` ------------------
+ * With the body inline, a 4 KiB event plus its header needed two overflow
+ * pages: 8 KiB written and synced per event. The body alone fits one
+ * overflow page, and the few hundred bytes of header share a leaf with
+ * other headers. A small record stays whole: it fits a leaf, and a second
+ * DB would only add a B-tree path to every commit; a record whose header
+ * does not push it over a page boundary stays whole too. */
+
+/* LMDB's overflow pages for a value of n bytes (its OVPAGES). */
+static uint64_t ov_pages(uint64_t n, uint64_t psize) {
+  return (n + 16 - 1) / psize + 1;
+}
+
+int rq_ready_put(rq_txn *t, uint64_t seq, const rq_view *v) {
+  rq_env *env = t->env;
+  uint64_t body = v->len[RQ_F_BODY];
+  if (body > env->map_size / 2) return RQ_TOO_BIG;
+  rq_view h = *v;
+  rq_view_clear(&h, RQ_F_BODY);
+  msgpack_sbuffer_clear(&t->sb);
+  int rc = rq_encode(&t->pk, &h);
+  if (rc) return rc;
+  /* The whole record: header + key byte + bin header (<= 5) + body. */
+  uint64_t whole = t->sb.size + 1 + (body < 256 ? 2 : body < 65536 ? 3 : 5) + body;
+  if (whole <= RQ_INLINE_MAX || ov_pages(whole, env->psize) == ov_pages(body, env->psize))
+    return rq_txn_put_view(t, env->db_ready, seq, v, MDB_APPEND, false);
+  if ((rc = rq_txn_put_view(t, env->db_ready, seq, &h, MDB_APPEND, false))) return rc;
+  uint8_t kb[8];
+  rq_put_be64(kb, seq);
+  MDB_val k = {8, kb}, b = {body, v->ptr[RQ_F_BODY] ? (void *)v->ptr[RQ_F_BODY] : (void *)""};
+  rc = mdb_put(t->txn, env->db_bodies, &k, &b, MDB_APPEND);
+  if (rc == MDB_KEYEXIST) /* defensive, as in rq_txn_put_view */
+    rc = mdb_put(t->txn, env->db_bodies, &k, &b, 0);
+  return rc ? rq_txn_fail(t, rq_mdb_err(rc)) : 0;
+}
+
+int rq_ready_header(const MDB_val *raw, uint64_t seq, rq_view *v) {
+  int rc = rq_decode(raw->mv_data, raw->mv_size, v, false);
+  if (rc) return rc;
+  if (!rq_view_has(v, RQ_F_SEQ) || (uint64_t)v->num[RQ_F_SEQ] != seq) return RQ_CORRUPT;
+  return 0;
+}
+
+int rq_ready_body(MDB_txn *txn, rq_env *env, uint64_t seq, rq_view *v) {
+  if (rq_view_has(v, RQ_F_BODY)) return 0; /* format 1: inline */
+  if (env->no_bodies) return RQ_CORRUPT;
+  uint8_t kb[8];
+  rq_put_be64(kb, seq);
+  MDB_val k = {8, kb}, b;
+  int rc = mdb_get(txn, env->db_bodies, &k, &b);
+  if (rc == MDB_NOTFOUND) return RQ_CORRUPT; /* a header without its body */
+  if (rc) return rq_mdb_err(rc);
+  rq_view_set_str(v, RQ_F_BODY, b.mv_data, b.mv_size);
+  return 0;
+}
+
+int rq_ready_view(MDB_txn *txn, rq_env *env, uint64_t seq, const MDB_val *raw, rq_view *v) {
+  int rc = rq_ready_header(raw, seq, v);
+  return rc ? rc : rq_ready_body(txn, env, seq, v);
+}
+
+static int del_seq(rq_txn *t, MDB_dbi dbi, uint64_t seq, bool must);
+
+int rq_ready_del(rq_txn *t, uint64_t seq) {
+  int rc = del_seq(t, t->env->db_ready, seq, true);
+  if (!rc) rc = del_seq(t, t->env->db_bodies, seq, false);
+  if (!rc) rc = del_seq(t, t->env->db_state, seq, false);
+  return rc;
+}
+
 int rq_txn_cap_check(rq_txn *t, size_t add) {
   /* Per record plus B-tree overhead; exact recount only near the cap. */
   uint64_t need = (uint64_t)add + 64;
@@ -763,7 +841,7 @@ int rq_txn_append(rq_txn *t, const rq_record *rec, uint64_t *seq_out) {
   rq_view_clear(&v, RQ_F_DLQ_MESSAGE);
   rq_view_clear(&v, RQ_F_DLQ_TIME);
   /* Seqs only grow, so MDB_APPEND: no search, pages filled completely. */
-  if ((rc = rq_txn_put_view(t, t->env->db_ready, seq, &v, MDB_APPEND, false))) return rc;
+  if ((rc = rq_ready_put(t, seq, &v))) return rc;
   if ((rc = append_finish(t, rec, seq, now, seq_out))) return rc;
   t->c.ready_count++;
   t->c.ready_bytes += rec->body_len;
@@ -799,7 +877,7 @@ static int load_ready(MDB_txn *txn, rq_env *env, uint64_t seq, rq_view *v, bool 
   MDB_val k = {8, kb}, val;
   int rc = mdb_get(txn, env->db_ready, &k, &val);
   if (rc) return rq_mdb_err(rc);
-  if ((rc = rq_decode(val.mv_data, val.mv_size, v, true))) {
+  if ((rc = rq_ready_view(txn, env, seq, &val, v))) {
     /* Undecodable: still removable/dead-letterable, with its raw bytes. */
     rq_view_corrupt(v, seq, val.mv_data, val.mv_size, rq_now_ms());
     rq_view_clear(v, RQ_F_DLQ_REASON);
@@ -845,10 +923,8 @@ int rq_txn_ack(rq_txn *t, uint64_t seq) {
   if (rc == MDB_NOTFOUND) return RQ_NOTFOUND;
   if (rc) return rq_txn_fail(t, rq_mdb_err(rc));
   rq_view v;
-  size_t body = rq_decode(val.mv_data, val.mv_size, &v, true) == 0 ? v.len[RQ_F_BODY] : val.mv_size;
-  if ((rc = del_seq(t, t->env->db_ready, seq, true)) ||
-      (rc = del_seq(t, t->env->db_state, seq, false)))
-    return rc;
+  size_t body = rq_ready_view(t->txn, t->env, seq, &val, &v) == 0 ? v.len[RQ_F_BODY] : val.mv_size;
+  if ((rc = rq_ready_del(t, seq))) return rc;
   t->c.acked++;
   sub_sat(&t->c.ready_count, 1);
   sub_sat(&t->c.ready_bytes, body);
@@ -882,8 +958,7 @@ int rq_txn_dead(rq_txn *t, uint64_t seq, int64_t now_ms, const char *reason, con
   int rc = add_release(t, seq, RQ_DUE_GONE);
   if (rc) return rq_txn_fail(t, rc);
   rq_view v;
-  bool has_state;
-  if ((rc = load_ready(t->txn, t->env, seq, &v, &has_state)))
+  if ((rc = load_ready(t->txn, t->env, seq, &v, NULL)))
     return rc == RQ_NOTFOUND ? rc : rq_txn_fail(t, rc);
   size_t body = v.len[RQ_F_BODY];
   rq_view_set_num(&v, RQ_F_ATTEMPTS, v.num[RQ_F_ATTEMPTS] + 1);
@@ -896,8 +971,7 @@ int rq_txn_dead(rq_txn *t, uint64_t seq, int64_t now_ms, const char *reason, con
   rq_view_set_num(&v, RQ_F_DLQ_TIME, now_ms);
   /* Encoded (copied) before anything is deleted: v points into the map. */
   if ((rc = rq_txn_put_view(t, t->env->db_dlq, seq, &v, 0, false))) return rc;
-  if ((rc = del_seq(t, t->env->db_ready, seq, true))) return rc;
-  if (has_state && (rc = del_seq(t, t->env->db_state, seq, false))) return rc;
+  if ((rc = rq_ready_del(t, seq))) return rc;
   sub_sat(&t->c.ready_count, 1);
   sub_sat(&t->c.ready_bytes, body);
   t->c.dlq_count++;
@@ -973,7 +1047,7 @@ typedef int (*scan_fn)(void *arg, const scan_item *it);
 
 /* Decodes the record with its retry state merged in. */
 static int item_view(const scan_item *it, rq_view *v) {
-  int rc = rq_decode(it->raw.mv_data, it->raw.mv_size, v, true);
+  int rc = rq_ready_header(&it->raw, it->seq, v);
   if (rc) return rc;
   if (it->state) rq_view_overlay_state(v, it->state);
   return 0;
@@ -1038,6 +1112,7 @@ static int scan_ready(rq_env *env, MDB_txn *txn, uint64_t from, bool want_leased
 
 typedef struct {
   rq_env *env;
+  MDB_txn *txn;
   int64_t now;
   size_t max, n, cap;
   bool fifo;
@@ -1085,8 +1160,9 @@ static int lease_one(void *arg, const scan_item *it) {
     c->out = n;
     c->cap = ncap;
   }
-  int rc = rq_materialize(&v, &c->out[c->n]);
-  if (rc) return rc;
+  int rc = rq_ready_body(c->txn, c->env, it->seq, &v);
+  if (rc) return rc == RQ_CORRUPT ? 0 : rc; /* body missing: rq_verify's job */
+  if ((rc = rq_materialize(&v, &c->out[c->n]))) return rc;
   c->out[c->n].seq = it->seq;
   if ((rc = seqset_add(&c->env->leased, it->seq))) {
     rq_record_free(&c->out[c->n]);
@@ -1148,6 +1224,7 @@ int rq_lease(rq_env *env, int64_t now_ms, size_t max, unsigned flags, rq_record 
   }
   /* FIFO scans start at the head: a record's group head decides for it. */
   uint64_t from = c.fifo ? 0 : scan_start(env, now_ms), last = 0;
+  c.txn = txn;
   rc = scan_ready(env, txn, from, c.fifo, lease_one, &c, &last);
   mdb_txn_abort(txn);
   if (rc < 0)
@@ -1256,8 +1333,8 @@ int rq_stat(rq_env *env, rq_stats *out) {
   MDB_val k, v;
   if (mdb_cursor_open(txn, env->db_ready, &cur) == 0) {
     rq_view view;
-    if (mdb_cursor_get(cur, &k, &v, MDB_FIRST) == 0 &&
-        rq_decode(v.mv_data, v.mv_size, &view, true) == 0)
+    if (mdb_cursor_get(cur, &k, &v, MDB_FIRST) == 0 && k.mv_size == 8 &&
+        rq_ready_header(&v, rq_get_be64(k.mv_data), &view) == 0)
       out->oldest_ready_ms = view.num[RQ_F_RECEIVED];
     mdb_cursor_close(cur);
   }

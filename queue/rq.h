@@ -290,10 +290,11 @@ typedef struct {
   uint64_t records;      /* ready + DLQ records walked */
   uint64_t corrupt;      /* undecodable records moved to the DLQ as "corrupt" */
   uint64_t order_errors; /* keys out of order or seq >= next seq */
+  uint64_t orphan_bodies; /* stored bodies without a ready record, removed */
 } rq_verify_report;
 
 /* Walks every record, decodes it and checks ordering. Undecodable ready
- * records are quarantined to the DLQ (reason "corrupt", raw bytes kept as the
+ * records (a record whose stored body is missing counts) are quarantined to the DLQ (reason "corrupt", raw bytes kept as the
  * body) instead of failing. Problems go to `report`; returns 0 unless the
  * walk itself failed. Needs a writable environment to quarantine. */
 int rq_verify(rq_env *env, rq_verify_report *report);

@@ -203,7 +203,7 @@ static int dlq_move(rq_env *env, const uint64_t *ids, size_t nids, const rq_dlq_
                                   RQ_F_LAST_ATTEMPT, RQ_F_LAST_ERROR,   RQ_F_DLQ_REASON,
                                   RQ_F_DLQ_CODE,     RQ_F_DLQ_MESSAGE,  RQ_F_DLQ_TIME};
       for (size_t j = 0; j < sizeof clear / sizeof clear[0]; j++) rq_view_clear(&view, clear[j]);
-      if ((rc = rq_txn_put_view(t, env->db_ready, seq, &view, MDB_APPEND, false))) break;
+      if ((rc = rq_ready_put(t, seq, &view))) break;
       t->c.next_seq++;
       t->c.ready_count++;
       t->c.ready_bytes += body;
@@ -258,8 +258,8 @@ static int vec_push(u64vec *a, uint64_t x) {
 }
 
 /* Walks one DB of full records: counts, checks order, collects bad keys. */
-static int walk(MDB_txn *txn, MDB_dbi dbi, uint64_t next_seq, rq_verify_report *rep, u64vec *bad,
-                uint64_t *count, uint64_t *bytes) {
+static int walk(rq_env *env, MDB_txn *txn, MDB_dbi dbi, uint64_t next_seq, rq_verify_report *rep,
+                u64vec *bad, uint64_t *count, uint64_t *bytes) {
   MDB_cursor *cur;
   int rc = mdb_cursor_open(txn, dbi, &cur);
   if (rc) return rq_mdb_err(rc);
@@ -277,7 +277,9 @@ static int walk(MDB_txn *txn, MDB_dbi dbi, uint64_t next_seq, rq_verify_report *
     if (seq <= prev || seq >= next_seq) rep->order_errors++;
     prev = seq;
     rq_view view;
-    if (rq_decode(v.mv_data, v.mv_size, &view, true) != 0 || (uint64_t)view.num[RQ_F_SEQ] != seq) {
+    int bad_rec = dbi == env->db_ready ? rq_ready_view(txn, env, seq, &v, &view)
+                                       : rq_decode(v.mv_data, v.mv_size, &view, true);
+    if (bad_rec || (uint64_t)view.num[RQ_F_SEQ] != seq) {
       if ((out = vec_push(bad, seq))) break;
       continue;
     }
@@ -311,8 +313,8 @@ int rq_verify(rq_env *env, rq_verify_report *report) {
   }
   u64vec bad_ready = {0}, bad_dlq = {0};
   uint64_t rcount = 0, rbytes = 0, dcount = 0, dbytes = 0;
-  rc = walk(txn, env->db_ready, c.next_seq, report, &bad_ready, &rcount, &rbytes);
-  if (!rc) rc = walk(txn, env->db_dlq, c.next_seq, report, &bad_dlq, &dcount, &dbytes);
+  rc = walk(env, txn, env->db_ready, c.next_seq, report, &bad_ready, &rcount, &rbytes);
+  if (!rc) rc = walk(env, txn, env->db_dlq, c.next_seq, report, &bad_dlq, &dcount, &dbytes);
   report->corrupt = bad_ready.n + bad_dlq.n;
   if (rc || env->readonly) goto out;
 
@@ -340,6 +342,7 @@ int rq_verify(rq_env *env, rq_verify_report *report) {
       rq_view view;
       rq_view_corrupt(&view, bad->v[i], raw, rawn, now);
       if (!pass && (rc = mdb_del(txn, env->db_ready, &k, NULL))) rc = rq_mdb_err(rc);
+      if (!pass) mdb_del(txn, env->db_bodies, &k, NULL); /* may be inline (format 1) */
       if (!rc) {
         mdb_del(txn, env->db_state, &k, NULL);
         rc = rq_txn_put_view(t, env->db_dlq, bad->v[i], &view, 0, false);
@@ -351,10 +354,12 @@ int rq_verify(rq_env *env, rq_verify_report *report) {
     }
   }
   if (rc) goto out;
-  /* Retry state of records that are no longer ready is dead weight. */
-  {
+  /* Retry state and bodies of records that are no longer ready are dead
+   * weight (no commit leaves them; a damaged file might). */
+  for (int pass = 0; pass < 2; pass++) {
+    if (pass && env->no_bodies) break;
     MDB_cursor *cur;
-    if ((rc = mdb_cursor_open(txn, env->db_state, &cur))) {
+    if ((rc = mdb_cursor_open(txn, pass ? env->db_bodies : env->db_state, &cur))) {
       rc = rq_mdb_err(rc);
       goto out;
     }
@@ -363,10 +368,9 @@ int rq_verify(rq_env *env, rq_verify_report *report) {
     for (r2 = mdb_cursor_get(cur, &k, &v, MDB_FIRST); r2 == 0;) {
       if (mdb_get(txn, env->db_ready, &k, &rv) == MDB_NOTFOUND) {
         if ((r2 = mdb_cursor_del(cur, 0))) break;
-        r2 = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
-      } else {
-        r2 = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+        if (pass) report->orphan_bodies++;
       }
+      r2 = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
     }
     mdb_cursor_close(cur);
     if (r2 && r2 != MDB_NOTFOUND) {

@@ -14,6 +14,9 @@
  * See queue/FORMAT.md before changing anything here. */
 #define RQ_FORMAT_VERSION 2
 #define RQ_RECORD_VERSION 1
+/* Ready records up to this many encoded bytes keep their body inline: they
+ * fit an LMDB leaf node (4 KiB pages: values up to about 2,020 bytes). */
+#define RQ_INLINE_MAX 2000
 
 /* Record field keys (msgpack map keys, positive fixints). Never renumber. */
 enum {
@@ -97,10 +100,12 @@ typedef struct {
 
 struct rq_env {
   MDB_env *mdb;
-  MDB_dbi db_ready, db_state, db_dlq, db_dedup, db_meta;
+  MDB_dbi db_ready, db_bodies, db_state, db_dlq, db_dedup, db_meta;
   bool readonly;
+  bool no_bodies; /* read-only open of a format 1 queue: db_bodies unset */
   int lock_fd;
   uint64_t map_size;
+  uint64_t psize; /* LMDB page size */
   uint64_t append_cap; /* live bytes above which appends are refused */
   uint64_t file_end;   /* known size of data.mdb (writer only) */
   uint64_t grow_chunk; /* allocation step, see grow_ahead(); 0 = off */
@@ -157,6 +162,18 @@ int rq_txn_begin_internal(rq_env *env, rq_txn **out);
 int rq_txn_put_view(rq_txn *t, MDB_dbi dbi, uint64_t seq, const rq_view *v, unsigned flags,
                     bool state_only);
 int rq_txn_fail(rq_txn *t, int err);
+/* Ready records (see "Ready records" in FORMAT.md): the header in `ready`,
+ * the body in `bodies`, both under seq. rq_ready_put writes a view that has
+ * its body (MDB_APPEND: seq must be above every ready key). rq_ready_header
+ * decodes a `ready` value without its body and checks it belongs to seq;
+ * rq_ready_body then attaches the body (inline in format 1 records, else
+ * from `bodies`); rq_ready_view does both. The view points into the map.
+ * rq_ready_del removes header, body and retry state. */
+int rq_ready_put(rq_txn *t, uint64_t seq, const rq_view *v);
+int rq_ready_header(const MDB_val *raw, uint64_t seq, rq_view *v);
+int rq_ready_body(MDB_txn *txn, rq_env *env, uint64_t seq, rq_view *v);
+int rq_ready_view(MDB_txn *txn, rq_env *env, uint64_t seq, const MDB_val *raw, rq_view *v);
+int rq_ready_del(rq_txn *t, uint64_t seq);
 /* RQ_MAP_FULL when adding about `add` bytes would cross env->append_cap. */
 int rq_txn_cap_check(rq_txn *t, size_t add);
 uint64_t rq_used_bytes_in(rq_env *env, MDB_txn *txn);

@@ -672,13 +672,43 @@ TEST(dedup_sweep_covers_index) {
 
 /* A queue written by format 1 (counters in `meta`, a `dedup_time` index)
  * opens, keeps its records, counters and dedup entries, and is moved up. */
+/* A format 1 ready record, msgpack by hand: {v:1, seq, received_ms, body
+ * (bin, inline), webhook_id, type "t"}. Returns its length. */
+static size_t v1_record(uint8_t *buf, uint64_t seq, int64_t received, const char *body,
+                        const char *id) {
+  uint8_t *p = buf;
+  size_t bl = strlen(body), il = strlen(id);
+  *p++ = 0x86;
+  *p++ = 0; /* v */
+  *p++ = 1;
+  *p++ = 1; /* seq, small in the test */
+  *p++ = (uint8_t)seq;
+  *p++ = 2; /* received_ms: int64 */
+  *p++ = 0xd3;
+  for (int i = 7; i >= 0; i--) *p++ = (uint8_t)((uint64_t)received >> (8 * i));
+  *p++ = 3; /* body: bin 8 */
+  *p++ = 0xc4;
+  *p++ = (uint8_t)bl;
+  memcpy(p, body, bl);
+  p += bl;
+  *p++ = 4; /* webhook_id: fixstr */
+  *p++ = (uint8_t)(0xa0 | il);
+  memcpy(p, id, il);
+  p += il;
+  *p++ = 7; /* type */
+  *p++ = 0xa1;
+  *p++ = 't';
+  return (size_t)(p - buf);
+}
+
 TEST(upgrade_from_format_1) {
   int64_t now = wall_ms();
   rq_env *env = open_env(NULL);
-  const char *ids[] = {"up-1", "up-2", "up-3"}, *bodies[] = {"{\"a\":1}", "{\"b\":2}", "{\"c\":3}"};
+  const char *ids[] = {"up-1", "up-2", "up-3"},
+             *bodies_txt[] = {"{\"a\":1}", "{\"b\":2}", "{\"c\":3}"};
   uint64_t seqs[3];
   for (int i = 0; i < 3; i++) {
-    rq_record r = mkrec(bodies[i], ids[i], "t", NULL);
+    rq_record r = mkrec(bodies_txt[i], ids[i], "t", NULL);
     r.received_ms = now;
     seqs[i] = append1(env, &r);
   }
@@ -688,12 +718,22 @@ TEST(upgrade_from_format_1) {
   {
     MDB_env *e;
     MDB_txn *txn;
-    MDB_dbi maindb, meta, dt, dd;
+    MDB_dbi maindb, meta, dt, dd, ready, bodies;
     CHECK_INT(mdb_env_create(&e), ==, 0);
     CHECK_INT(mdb_env_set_maxdbs(e, 8), ==, 0);
     CHECK_INT(mdb_env_open(e, tl_tmpdir, 0, 0600), ==, 0);
     CHECK_INT(mdb_txn_begin(e, NULL, 0, &txn), ==, 0);
     CHECK_INT(mdb_dbi_open(txn, NULL, 0, &maindb), ==, 0);
+    /* Bodies inline in `ready`, no `bodies` DB. */
+    CHECK_INT(mdb_dbi_open(txn, "ready", 0, &ready), ==, 0);
+    CHECK_INT(mdb_dbi_open(txn, "bodies", 0, &bodies), ==, 0);
+    for (int i = 1; i < 3; i++) {
+      uint8_t kb[8], rec[128];
+      for (int j = 0; j < 8; j++) kb[j] = (uint8_t)(seqs[i] >> (56 - 8 * j));
+      MDB_val k = {8, kb}, v = {v1_record(rec, seqs[i], now, bodies_txt[i], ids[i]), rec};
+      CHECK_INT(mdb_put(txn, ready, &k, &v, 0), ==, 0);
+    }
+    CHECK_INT(mdb_drop(txn, bodies, 1), ==, 0);
     CHECK_INT(mdb_dbi_open(txn, "meta", 0, &meta), ==, 0);
     CHECK_INT(mdb_dbi_open(txn, "dedup", 0, &dd), ==, 0);
     CHECK_INT(mdb_dbi_open(txn, "dedup_time", MDB_CREATE, &dt), ==, 0);
@@ -739,9 +779,26 @@ TEST(upgrade_from_format_1) {
   rq_record *out;
   CHECK_INT(rq_lease(env, now, 10, 0, &out), ==, 2);
   CHECK_INT(out[0].seq, ==, seqs[1]);
-  CHECK_MEM(out[0].body, out[0].body_len, bodies[1], strlen(bodies[1]));
-  CHECK_MEM(out[1].body, out[1].body_len, bodies[2], strlen(bodies[2]));
+  CHECK_MEM(out[0].body, out[0].body_len, bodies_txt[1], strlen(bodies_txt[1]));
+  CHECK_MEM(out[1].body, out[1].body_len, bodies_txt[2], strlen(bodies_txt[2]));
+  CHECK_STR(out[0].webhook_id, "up-2");
   rq_records_free(out, 2);
+  /* Format 1 records stay readable for everything: verify, ack, dead-letter. */
+  rq_verify_report rep;
+  CHECK_INT(rq_verify(env, &rep), ==, 0);
+  CHECK_INT(rep.corrupt, ==, 0);
+  rq_txn *t;
+  CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+  CHECK_INT(rq_txn_ack(t, seqs[1]), ==, 0);
+  CHECK_INT(rq_txn_dead(t, seqs[2], now, "rejected", "X", "m"), ==, 0);
+  CHECK_INT(rq_txn_commit(t), ==, 0);
+  rq_record got;
+  CHECK_INT(rq_dlq_get(env, seqs[2], &got), ==, 0);
+  CHECK_MEM(got.body, got.body_len, bodies_txt[2], strlen(bodies_txt[2]));
+  rq_record_free(&got);
+  CHECK_INT(rq_stat(env, &st), ==, 0);
+  CHECK_INT(st.ready, ==, 0);
+  CHECK_INT(st.ready_bytes, ==, 0);
   rq_record r = mkrec("{}", "up-4", "t", NULL);
   r.received_ms = now;
   CHECK_INT(append1(env, &r), >, seqs[2]);
@@ -820,6 +877,133 @@ TEST(lease_resumes_and_sees_returns) {
   lease_expect(env, now - 1000, 10, NULL, 0);
   uint64_t w5[] = {s[5]};
   lease_expect(env, now, 10, w5, 1);
+  rq_env_close(env);
+}
+
+/* Where a ready body is stored: inline when the record fits a leaf or the
+ * header would not cost an extra page, in `bodies` otherwise. Either way it
+ * reads back byte for byte. */
+TEST(ready_body_placement) {
+  rq_env *env = open_env(NULL);
+  static char body[12200];
+  for (size_t i = 0; i < sizeof body; i++) body[i] = (char)('a' + i % 26);
+  /* 12,000 bytes take 3 pages with or without the header: stays whole. */
+  const size_t sizes[] = {0, 600, 1900, 2100, 3993, 4000, 4070, 8100, 12000, 12200};
+  const int split[] = {0, 0, 0, 0, 1, 1, 1, 1, 0, 1};
+  enum { N = sizeof sizes / sizeof sizes[0] };
+  uint64_t seqs[N];
+  for (int i = 0; i < N; i++) {
+    rq_record r = mkrec("", "", "message.new", "messaging:general");
+    r.webhook_id = NULL;
+    r.body = (const uint8_t *)body;
+    r.body_len = sizes[i];
+    r.api_key = "0123456789abcdef0123456789abcdef";
+    r.user_id = "a-user-with-a-long-identifier-0123456789";
+    /* A header of about 150 bytes with these fields. */
+    seqs[i] = append1(env, &r);
+  }
+  rq_env_close(env);
+  {
+    MDB_env *e;
+    MDB_txn *txn;
+    MDB_dbi bodies;
+    CHECK_INT(mdb_env_create(&e), ==, 0);
+    CHECK_INT(mdb_env_set_maxdbs(e, 8), ==, 0);
+    CHECK_INT(mdb_env_open(e, tl_tmpdir, MDB_RDONLY, 0600), ==, 0);
+    CHECK_INT(mdb_txn_begin(e, NULL, MDB_RDONLY, &txn), ==, 0);
+    CHECK_INT(mdb_dbi_open(txn, "bodies", 0, &bodies), ==, 0);
+    for (int i = 0; i < N; i++) {
+      uint8_t kb[8];
+      for (int j = 0; j < 8; j++) kb[j] = (uint8_t)(seqs[i] >> (56 - 8 * j));
+      MDB_val k = {8, kb}, v;
+      int rc = mdb_get(txn, bodies, &k, &v);
+      if (split[i] != (rc == 0)) tl_fail(__FILE__, __LINE__, "body of %zu bytes: split %d", sizes[i], rc == 0);
+    }
+    mdb_txn_abort(txn);
+    mdb_env_close(e);
+  }
+  env = open_env(NULL);
+  rq_record *out;
+  CHECK_INT(rq_lease(env, NOW, N, 0, &out), ==, N);
+  for (int i = 0; i < N; i++) {
+    CHECK_INT(out[i].seq, ==, seqs[i]);
+    CHECK_MEM(out[i].body, out[i].body_len, body, sizes[i]);
+    CHECK_STR(out[i].cid, "messaging:general");
+  }
+  rq_records_free(out, N);
+  rq_stats st;
+  CHECK_INT(rq_stat(env, &st), ==, 0);
+  uint64_t total = 0;
+  for (int i = 0; i < N; i++) total += sizes[i];
+  CHECK_INT(st.ready_bytes, ==, total);
+  rq_txn *t;
+  CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+  for (int i = 0; i < N; i++) CHECK_INT(rq_txn_ack(t, seqs[i]), ==, 0);
+  CHECK_INT(rq_txn_commit(t), ==, 0);
+  CHECK_INT(rq_stat(env, &st), ==, 0);
+  CHECK_INT(st.ready_bytes, ==, 0);
+  rq_verify_report rep;
+  CHECK_INT(rq_verify(env, &rep), ==, 0);
+  CHECK_INT(rep.orphan_bodies, ==, 0);
+  rq_env_close(env);
+}
+
+/* A ready header whose body is gone is quarantined; a body with no header
+ * is removed. Neither can come from a commit, only from a damaged file. */
+TEST(verify_missing_and_orphan_bodies) {
+  rq_env *env = open_env(NULL);
+  /* 4,070 bytes: kept apart from the header (together they need 2 pages). */
+  static char big[4071];
+  memset(big, ' ', 4070);
+  big[0] = '{';
+  big[4069] = '}';
+  uint64_t s1 = append1(env, &(rq_record){.body = (const uint8_t *)big, .body_len = 4070});
+  uint64_t s2 = append1(env, &(rq_record){.body = (const uint8_t *)big, .body_len = 4070});
+  rq_env_close(env);
+  {
+    MDB_env *e;
+    MDB_txn *txn;
+    MDB_dbi ready, bodies;
+    CHECK_INT(mdb_env_create(&e), ==, 0);
+    CHECK_INT(mdb_env_set_maxdbs(e, 8), ==, 0);
+    CHECK_INT(mdb_env_open(e, tl_tmpdir, 0, 0600), ==, 0);
+    CHECK_INT(mdb_txn_begin(e, NULL, 0, &txn), ==, 0);
+    CHECK_INT(mdb_dbi_open(txn, "ready", 0, &ready), ==, 0);
+    CHECK_INT(mdb_dbi_open(txn, "bodies", 0, &bodies), ==, 0);
+    uint8_t k1[8], k2[8], k9[8];
+    for (int j = 0; j < 8; j++) {
+      k1[j] = (uint8_t)(s1 >> (56 - 8 * j));
+      k2[j] = (uint8_t)(s2 >> (56 - 8 * j));
+      k9[j] = (uint8_t)((s2 + 7) >> (56 - 8 * j));
+    }
+    MDB_val a = {8, k1}, b = {8, k9}, orphan = {3, "abc"};
+    CHECK_INT(mdb_del(txn, bodies, &a, NULL), ==, 0);
+    CHECK_INT(mdb_put(txn, bodies, &b, &orphan, 0), ==, 0);
+    CHECK_INT(mdb_txn_commit(txn), ==, 0);
+    mdb_env_close(e);
+    (void)k2;
+  }
+  env = open_env(NULL);
+  rq_record *out;
+  int n = rq_lease(env, NOW, 10, 0, &out); /* the broken one is skipped */
+  CHECK_INT(n, ==, 1);
+  if (n == 1) CHECK_INT(out[0].seq, ==, s2);
+  rq_records_free(out, n > 0 ? (size_t)n : 0);
+  rq_release(env, s2);
+  rq_verify_report rep;
+  CHECK_INT(rq_verify(env, &rep), ==, 0);
+  CHECK_INT(rep.corrupt, ==, 1);
+  CHECK_INT(rep.orphan_bodies, ==, 1);
+  rq_record got;
+  CHECK_INT(rq_dlq_get(env, s1, &got), ==, 0);
+  CHECK_STR(got.dlq_reason, "corrupt");
+  rq_record_free(&got);
+  rq_stats st;
+  CHECK_INT(rq_stat(env, &st), ==, 0);
+  CHECK_INT(st.ready, ==, 1);
+  CHECK_INT(st.dlq, ==, 1);
+  CHECK_INT(rq_verify(env, &rep), ==, 0);
+  CHECK_INT(rep.corrupt + rep.orphan_bodies, ==, 0);
   rq_env_close(env);
 }
 
