@@ -92,6 +92,8 @@ function done(summary, latency, requests)
 end
 EOF
 
+# CPU time (user + system, all threads) of a process, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 peak_rss_kb() { awk '/VmHWM/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 # Anonymous (heap) part of the resident set now: relayd's VmHWM also counts
 # the LMDB file pages it mapped, which are page cache, not process memory.
@@ -124,7 +126,16 @@ curl -sf "http://127.0.0.1:$aport/healthz" >/dev/null || { cat "$tmp/relayd.log"
 c0=$(metric "$aport" relay_commit_duration_seconds_count); c0=${c0:-0}
 s0=$(metric "$aport" relay_commit_duration_seconds_sum); s0=${s0:-0}
 echo "relayd: wrk -t$threads -c$conns -d${duration}s, body $(stat -c %s "$body") bytes ($fixture)" >&2
+# BENCH_PERF=FILE: also record a CPU profile of relayd (perf record -g) during the run.
+perf_pid=
+if [ -n "${BENCH_PERF:-}" ]; then
+  perf record -g -o "$BENCH_PERF" -p "$rpid" -- sleep "$duration" >/dev/null 2>&1 &
+  perf_pid=$!
+fi
+rcpu0=$(cpu_ticks "$rpid")
 run_wrk "http://127.0.0.1:$rport/webhook" "$tmp/wrk-relay.txt"
+rcpu1=$(cpu_ticks "$rpid")
+[ -n "$perf_pid" ] && wait "$perf_pid"
 c1=$(metric "$aport" relay_commit_duration_seconds_count); c1=${c1:-0}
 s1=$(metric "$aport" relay_commit_duration_seconds_sum); s1=${s1:-0}
 received=$(metric "$aport" relay_events_received_total); received=${received:-0}
@@ -163,14 +174,17 @@ npid=$!
 pids+=("$npid")
 for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$nport/" && break; sleep 0.1; done
 echo "nginx: same load" >&2
+ncpu0=$(cpu_ticks "$npid")
 run_wrk "http://127.0.0.1:$nport/webhook" "$tmp/wrk-nginx.txt"
+ncpu1=$(cpu_ticks "$npid")
 nginx_rss=$(peak_rss_kb "$npid")
 nginx_anon=$(anon_rss_kb "$npid")
 kill -TERM "$npid"; wait "$npid" 2>/dev/null || true
 grep RESULT "$tmp/wrk-nginx.txt" >/dev/null || { cat "$tmp/wrk-nginx.txt" >&2; exit 1; }
 
 # ---- table ----------------------------------------------------------------
-python3 - "$tmp/wrk-relay.txt" "$tmp/wrk-nginx.txt" "$c0" "$c1" "$received" "$relay_rss" "$nginx_rss" "$relay_anon" "$nginx_anon" "$s0" "$s1" <<'EOF'
+python3 - "$tmp/wrk-relay.txt" "$tmp/wrk-nginx.txt" "$c0" "$c1" "$received" "$relay_rss" "$nginx_rss" "$relay_anon" "$nginx_anon" "$s0" "$s1" \
+  "$((rcpu1 - rcpu0))" "$((ncpu1 - ncpu0))" "$(getconf CLK_TCK)" <<'EOF'
 import re, sys
 def load(p):
     t = open(p).read()
@@ -179,6 +193,7 @@ def load(p):
 r, n = load(sys.argv[1]), load(sys.argv[2])
 c0, c1, received, rrss, nrss, ranon, nanon = (int(float(x or 0)) for x in sys.argv[3:10])
 s0, s1 = float(sys.argv[10] or 0), float(sys.argv[11] or 0)
+rcpu, ncpu, tck = int(sys.argv[12]), int(sys.argv[13]), int(sys.argv[14])
 def rps(x): return x["requests"] / (x["duration_us"] / 1e6)
 rr, nr = rps(r), rps(n)
 fs = (c1 - c0) / (r["duration_us"] / 1e6)
@@ -190,6 +205,7 @@ print(f"{'p99 latency (ms)':24}{r['p99_us']/1000:14.2f}{n['p99_us']/1000:14.2f}"
 print(f"{'fsyncs/s (commits)':24}{fs:14.0f}{'0':>14}")
 print(f"{'events per fsync':24}{(rr / fs if fs else 0):14.1f}{'-':>14}")
 print(f"{'mean commit (ms)':24}{((s1 - s0) / (c1 - c0) * 1000 if c1 > c0 else 0):14.2f}{'-':>14}")
+print(f"{'CPU per request (us)':24}{rcpu / tck * 1e6 / max(r['requests'], 1):14.1f}{ncpu / tck * 1e6 / max(n['requests'], 1):14.1f}")
 print(f"{'peak RSS (MiB)':24}{rrss/1024:14.1f}{nrss/1024:14.1f}   (relayd: incl. mapped LMDB pages)")
 print(f"{'anon RSS at end (MiB)':24}{ranon/1024:14.1f}{nanon/1024:14.1f}")
 print(f"{'non-2xx / socket errors':24}{str(r['status_errors'])+' / '+str(r['errors']):>14}{str(n['status_errors'])+' / '+str(n['errors']):>14}")
