@@ -653,20 +653,25 @@ static int add_release(rq_txn *t, uint64_t seq, int64_t due) {
   return 0;
 }
 
+/* Puts `val` under seq (flags: MDB_APPEND, ...). */
+static int put_seq(rq_txn *t, MDB_dbi dbi, uint64_t seq, MDB_val *val, unsigned flags) {
+  uint8_t kb[8];
+  rq_put_be64(kb, seq);
+  MDB_val k = {8, kb};
+  int rc = mdb_put(t->txn, dbi, &k, val, flags);
+  if (rc == MDB_KEYEXIST && (flags & MDB_APPEND)) /* defensive: fall back to a plain put */
+    rc = mdb_put(t->txn, dbi, &k, val, flags & ~(unsigned)MDB_APPEND);
+  return rc ? rq_txn_fail(t, rq_mdb_err(rc)) : 0;
+}
+
 int rq_txn_put_view(rq_txn *t, MDB_dbi dbi, uint64_t seq, const rq_view *v, unsigned flags,
                     bool state_only) {
   msgpack_sbuffer_clear(&t->sb);
   int rc = state_only ? rq_encode_state(&t->pk, v) : rq_encode(&t->pk, v);
   if (rc) return rc;
   if (t->sb.size > t->env->map_size / 2) return RQ_TOO_BIG;
-  uint8_t kb[8];
-  rq_put_be64(kb, seq);
-  MDB_val k = {8, kb}, val = {t->sb.size, t->sb.data};
-  rc = mdb_put(t->txn, dbi, &k, &val, flags);
-  if (rc == MDB_KEYEXIST && (flags & MDB_APPEND)) /* defensive: fall back to a plain put */
-    rc = mdb_put(t->txn, dbi, &k, &val, flags & ~(unsigned)MDB_APPEND);
-  if (rc) return rq_txn_fail(t, rq_mdb_err(rc));
-  return 0;
+  MDB_val val = {t->sb.size, t->sb.data};
+  return put_seq(t, dbi, seq, &val, flags);
 }
 
 /* ---- ready records: header in `ready`, body in `bodies` ------------------
@@ -695,14 +700,13 @@ int rq_ready_put(rq_txn *t, uint64_t seq, const rq_view *v) {
   uint64_t whole = t->sb.size + 1 + (body < 256 ? 2 : body < 65536 ? 3 : 5) + body;
   if (whole <= RQ_INLINE_MAX || ov_pages(whole, env->psize) == ov_pages(body, env->psize))
     return rq_txn_put_view(t, env->db_ready, seq, v, MDB_APPEND, false);
-  if ((rc = rq_txn_put_view(t, env->db_ready, seq, &h, MDB_APPEND, false))) return rc;
-  uint8_t kb[8];
-  rq_put_be64(kb, seq);
-  MDB_val k = {8, kb}, b = {body, v->ptr[RQ_F_BODY] ? (void *)v->ptr[RQ_F_BODY] : (void *)""};
-  rc = mdb_put(t->txn, env->db_bodies, &k, &b, MDB_APPEND);
-  if (rc == MDB_KEYEXIST) /* defensive, as in rq_txn_put_view */
-    rc = mdb_put(t->txn, env->db_bodies, &k, &b, 0);
-  return rc ? rq_txn_fail(t, rq_mdb_err(rc)) : 0;
+  /* v may point into the map (a replayed DLQ record): the body goes in
+   * first, before any other write here could move what it points at; the
+   * header is already a copy in t->sb. */
+  MDB_val b = {body, v->ptr[RQ_F_BODY] ? (void *)v->ptr[RQ_F_BODY] : (void *)""},
+          hv = {t->sb.size, t->sb.data};
+  if ((rc = put_seq(t, env->db_bodies, seq, &b, MDB_APPEND))) return rc;
+  return put_seq(t, env->db_ready, seq, &hv, MDB_APPEND);
 }
 
 int rq_ready_header(const MDB_val *raw, uint64_t seq, rq_view *v) {

@@ -936,12 +936,26 @@ TEST(ready_body_placement) {
   uint64_t total = 0;
   for (int i = 0; i < N; i++) total += sizes[i];
   CHECK_INT(st.ready_bytes, ==, total);
+  /* Through the DLQ (stored whole there) and back (split again). */
   rq_txn *t;
   CHECK_INT(rq_txn_begin(env, &t), ==, 0);
-  for (int i = 0; i < N; i++) CHECK_INT(rq_txn_ack(t, seqs[i]), ==, 0);
+  for (int i = 0; i < N; i++) CHECK_INT(rq_txn_dead(t, seqs[i], NOW, "rejected", "X", "m"), ==, 0);
   CHECK_INT(rq_txn_commit(t), ==, 0);
   CHECK_INT(rq_stat(env, &st), ==, 0);
   CHECK_INT(st.ready_bytes, ==, 0);
+  CHECK_INT(st.dlq_bytes, ==, total);
+  size_t moved = 0;
+  CHECK_INT(rq_dlq_replay(env, NULL, 0, NULL, &moved, NULL), ==, 0);
+  CHECK_INT(moved, ==, N);
+  CHECK_INT(rq_lease(env, NOW, N, 0, &out), ==, N);
+  for (int i = 0; i < N; i++) CHECK_MEM(out[i].body, out[i].body_len, body, sizes[i]);
+  CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+  for (int i = 0; i < N; i++) CHECK_INT(rq_txn_ack(t, out[i].seq), ==, 0);
+  CHECK_INT(rq_txn_commit(t), ==, 0);
+  rq_records_free(out, N);
+  CHECK_INT(rq_stat(env, &st), ==, 0);
+  CHECK_INT(st.ready_bytes, ==, 0);
+  CHECK_INT(st.ready, ==, 0);
   rq_verify_report rep;
   CHECK_INT(rq_verify(env, &rep), ==, 0);
   CHECK_INT(rep.orphan_bodies, ==, 0);
