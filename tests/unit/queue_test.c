@@ -4,6 +4,7 @@
 #include <lmdb.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -54,6 +55,30 @@ static void ack1(rq_env *env, uint64_t seq) {
   CHECK_INT(rq_txn_begin(env, &t), ==, 0);
   CHECK_INT(rq_txn_ack(t, seq), ==, 0);
   CHECK_INT(rq_txn_commit(t), ==, 0);
+}
+
+/* The queue's LMDB environment opened directly, to inspect or damage it:
+ * flags 0 or MDB_RDONLY for both the environment and the transaction. */
+static MDB_txn *raw_begin(MDB_env **e, unsigned flags) {
+  MDB_txn *txn = NULL;
+  CHECK_INT(mdb_env_create(e), ==, 0);
+  CHECK_INT(mdb_env_set_maxdbs(*e, 8), ==, 0);
+  CHECK_INT(mdb_env_open(*e, tl_tmpdir, flags, 0600), ==, 0);
+  CHECK_INT(mdb_txn_begin(*e, NULL, flags, &txn), ==, 0);
+  return txn;
+}
+
+static void raw_end(MDB_env *e, MDB_txn *txn, bool commit) {
+  if (commit)
+    CHECK_INT(mdb_txn_commit(txn), ==, 0);
+  else
+    mdb_txn_abort(txn);
+  mdb_env_close(e);
+}
+
+/* A seq as the 8-byte big-endian key the DBs use. */
+static void be64key(uint8_t kb[8], uint64_t seq) {
+  for (int j = 0; j < 8; j++) kb[j] = (uint8_t)(seq >> (56 - 8 * j));
 }
 
 TEST(strerror_names_codes) {
@@ -719,17 +744,14 @@ TEST(upgrade_from_format_1) {
     MDB_env *e;
     MDB_txn *txn;
     MDB_dbi maindb, meta, dt, dd, ready, bodies;
-    CHECK_INT(mdb_env_create(&e), ==, 0);
-    CHECK_INT(mdb_env_set_maxdbs(e, 8), ==, 0);
-    CHECK_INT(mdb_env_open(e, tl_tmpdir, 0, 0600), ==, 0);
-    CHECK_INT(mdb_txn_begin(e, NULL, 0, &txn), ==, 0);
+    txn = raw_begin(&e, 0);
     CHECK_INT(mdb_dbi_open(txn, NULL, 0, &maindb), ==, 0);
     /* Bodies inline in `ready`, no `bodies` DB. */
     CHECK_INT(mdb_dbi_open(txn, "ready", 0, &ready), ==, 0);
     CHECK_INT(mdb_dbi_open(txn, "bodies", 0, &bodies), ==, 0);
     for (int i = 1; i < 3; i++) {
       uint8_t kb[8], rec[128];
-      for (int j = 0; j < 8; j++) kb[j] = (uint8_t)(seqs[i] >> (56 - 8 * j));
+      be64key(kb, seqs[i]);
       MDB_val k = {8, kb}, v = {v1_record(rec, seqs[i], now, bodies_txt[i], ids[i]), rec};
       CHECK_INT(mdb_put(txn, ready, &k, &v, 0), ==, 0);
     }
@@ -757,8 +779,7 @@ TEST(upgrade_from_format_1) {
       MDB_val tkv = {8 + ik.mv_size, tk}, empty = {0, ""};
       CHECK_INT(mdb_put(txn, dt, &tkv, &empty, 0), ==, 0);
     }
-    CHECK_INT(mdb_txn_commit(txn), ==, 0);
-    mdb_env_close(e);
+    raw_end(e, txn, true);
   }
   /* A reader (relayctl) of the old layout sees the old counters. */
   rq_options ro = {.flags = RQ_OPEN_READONLY};
@@ -807,10 +828,7 @@ TEST(upgrade_from_format_1) {
     MDB_env *e;
     MDB_txn *txn;
     MDB_dbi meta, dt;
-    CHECK_INT(mdb_env_create(&e), ==, 0);
-    CHECK_INT(mdb_env_set_maxdbs(e, 8), ==, 0);
-    CHECK_INT(mdb_env_open(e, tl_tmpdir, MDB_RDONLY, 0600), ==, 0);
-    CHECK_INT(mdb_txn_begin(e, NULL, MDB_RDONLY, &txn), ==, 0);
+    txn = raw_begin(&e, MDB_RDONLY);
     CHECK_INT(mdb_dbi_open(txn, "dedup_time", 0, &dt), ==, MDB_NOTFOUND);
     CHECK_INT(mdb_dbi_open(txn, "meta", 0, &meta), ==, 0);
     MDB_val k = {8, "counters"}, fk = {6, "format"}, v;
@@ -818,8 +836,7 @@ TEST(upgrade_from_format_1) {
     CHECK_INT(mdb_get(txn, meta, &fk, &v), ==, 0);
     CHECK_INT(v.mv_size, ==, 1);
     CHECK_INT(*(const uint8_t *)v.mv_data, ==, 2);
-    mdb_txn_abort(txn);
-    mdb_env_close(e);
+    raw_end(e, txn, false);
   }
 }
 
@@ -907,20 +924,16 @@ TEST(ready_body_placement) {
     MDB_env *e;
     MDB_txn *txn;
     MDB_dbi bodies;
-    CHECK_INT(mdb_env_create(&e), ==, 0);
-    CHECK_INT(mdb_env_set_maxdbs(e, 8), ==, 0);
-    CHECK_INT(mdb_env_open(e, tl_tmpdir, MDB_RDONLY, 0600), ==, 0);
-    CHECK_INT(mdb_txn_begin(e, NULL, MDB_RDONLY, &txn), ==, 0);
+    txn = raw_begin(&e, MDB_RDONLY);
     CHECK_INT(mdb_dbi_open(txn, "bodies", 0, &bodies), ==, 0);
     for (int i = 0; i < N; i++) {
       uint8_t kb[8];
-      for (int j = 0; j < 8; j++) kb[j] = (uint8_t)(seqs[i] >> (56 - 8 * j));
+      be64key(kb, seqs[i]);
       MDB_val k = {8, kb}, v;
       int rc = mdb_get(txn, bodies, &k, &v);
       if (split[i] != (rc == 0)) tl_fail(__FILE__, __LINE__, "body of %zu bytes: split %d", sizes[i], rc == 0);
     }
-    mdb_txn_abort(txn);
-    mdb_env_close(e);
+    raw_end(e, txn, false);
   }
   env = open_env(NULL);
   rq_record *out;
@@ -977,25 +990,16 @@ TEST(verify_missing_and_orphan_bodies) {
   {
     MDB_env *e;
     MDB_txn *txn;
-    MDB_dbi ready, bodies;
-    CHECK_INT(mdb_env_create(&e), ==, 0);
-    CHECK_INT(mdb_env_set_maxdbs(e, 8), ==, 0);
-    CHECK_INT(mdb_env_open(e, tl_tmpdir, 0, 0600), ==, 0);
-    CHECK_INT(mdb_txn_begin(e, NULL, 0, &txn), ==, 0);
-    CHECK_INT(mdb_dbi_open(txn, "ready", 0, &ready), ==, 0);
+    MDB_dbi bodies;
+    txn = raw_begin(&e, 0);
     CHECK_INT(mdb_dbi_open(txn, "bodies", 0, &bodies), ==, 0);
-    uint8_t k1[8], k2[8], k9[8];
-    for (int j = 0; j < 8; j++) {
-      k1[j] = (uint8_t)(s1 >> (56 - 8 * j));
-      k2[j] = (uint8_t)(s2 >> (56 - 8 * j));
-      k9[j] = (uint8_t)((s2 + 7) >> (56 - 8 * j));
-    }
+    uint8_t k1[8], k9[8];
+    be64key(k1, s1);
+    be64key(k9, s2 + 7);
     MDB_val a = {8, k1}, b = {8, k9}, orphan = {3, "abc"};
     CHECK_INT(mdb_del(txn, bodies, &a, NULL), ==, 0);
     CHECK_INT(mdb_put(txn, bodies, &b, &orphan, 0), ==, 0);
-    CHECK_INT(mdb_txn_commit(txn), ==, 0);
-    mdb_env_close(e);
-    (void)k2;
+    raw_end(e, txn, true);
   }
   env = open_env(NULL);
   rq_record *out;
@@ -1299,21 +1303,17 @@ static void raw_put(const char *db, uint64_t seq, const void *val, size_t len) {
   MDB_env *e;
   MDB_txn *txn;
   MDB_dbi dbi;
-  CHECK_INT(mdb_env_create(&e), ==, 0);
-  CHECK_INT(mdb_env_set_maxdbs(e, 8), ==, 0);
-  CHECK_INT(mdb_env_open(e, tl_tmpdir, 0, 0600), ==, 0);
-  CHECK_INT(mdb_txn_begin(e, NULL, 0, &txn), ==, 0);
+  txn = raw_begin(&e, 0);
   CHECK_INT(mdb_dbi_open(txn, db, 0, &dbi), ==, 0);
   uint8_t kb[8];
-  for (int i = 7, x = 0; i >= 0; i--, x++) kb[i] = (uint8_t)(seq >> (8 * x));
+  be64key(kb, seq);
   MDB_val k = {8, kb}, v = {len, (void *)val};
   if (strcmp(db, "meta") == 0) {
     k.mv_size = 6;
     k.mv_data = "format";
   }
   CHECK_INT(mdb_put(txn, dbi, &k, &v, 0), ==, 0);
-  CHECK_INT(mdb_txn_commit(txn), ==, 0);
-  mdb_env_close(e);
+  raw_end(e, txn, true);
 }
 
 TEST(verify_quarantines_corrupt) {
@@ -1584,8 +1584,7 @@ TEST(map_full_from_pinned_reader) {
       _exit(1);
     if (write(up[1], &c, 1) != 1) _exit(2);
     if (read(down[0], &c, 1) != 1) _exit(3); /* hold the snapshot until told */
-    mdb_txn_abort(txn);
-    mdb_env_close(e);
+    raw_end(e, txn, false);
     _exit(0);
   }
   char c;
@@ -1713,10 +1712,7 @@ TEST(verify_rebuilds_gauges) {
     MDB_env *e;
     MDB_txn *txn;
     MDB_dbi dbi;
-    CHECK_INT(mdb_env_create(&e), ==, 0);
-    CHECK_INT(mdb_env_set_maxdbs(e, 8), ==, 0);
-    CHECK_INT(mdb_env_open(e, tl_tmpdir, 0, 0600), ==, 0);
-    CHECK_INT(mdb_txn_begin(e, NULL, 0, &txn), ==, 0);
+    txn = raw_begin(&e, 0);
     CHECK_INT(mdb_dbi_open(txn, NULL, 0, &dbi), ==, 0); /* the main DB (FORMAT.md) */
     MDB_val k = {8, "counters"}, v;
     CHECK_INT(mdb_get(txn, dbi, &k, &v), ==, 0);
@@ -1730,8 +1726,7 @@ TEST(verify_rebuilds_gauges) {
     buf[off + 7] = 0xe8;
     MDB_val nv = {v.mv_size, buf};
     CHECK_INT(mdb_put(txn, dbi, &k, &nv, 0), ==, 0);
-    CHECK_INT(mdb_txn_commit(txn), ==, 0);
-    mdb_env_close(e);
+    raw_end(e, txn, true);
   }
   env = open_env(NULL);
   rq_stats st;
