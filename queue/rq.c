@@ -14,8 +14,6 @@
 
 #define RQ_DEFAULT_MAP (4ull << 30)
 #define RQ_READER_CHECK_EVERY 1024 /* commits between stale-reader sweeps */
-#define RQ_DEDUP_SWEEP_MIN 64      /* dedup entries the sweep looks at per batch, at least */
-#define RQ_DEDUP_KEY_MAX 400       /* LMDB keys are limited to 511 bytes */
 
 static const char META_FORMAT[] = "format";
 static const char META_COUNTERS[] = "counters";
@@ -208,7 +206,7 @@ static int move_counters(rq_env *env, MDB_txn *txn) {
  * after every commit. */
 uint64_t rq_used_bytes_in(rq_env *env, MDB_txn *txn) {
   MDB_dbi dbis[] = {
-      0, 1, env->db_ready, env->db_state, env->db_dlq, env->db_dedup, env->db_meta, env->db_bodies};
+      0, 1, env->db_ready, env->db_state, env->db_dlq, env->db_dedup_time, env->db_meta, env->db_bodies};
   size_t ndbis = sizeof dbis / sizeof dbis[0] - (env->no_bodies ? 1 : 0);
   uint64_t pages = 2; /* the two meta pages */
   unsigned psize = 4096;
@@ -230,7 +228,7 @@ static int open_dbis(rq_env *env, MDB_txn *txn, unsigned flags) {
     MDB_dbi *dbi;
   } dbs[] = {
       {"ready", &env->db_ready}, {"bodies", &env->db_bodies}, {"state", &env->db_state},
-      {"dlq", &env->db_dlq},     {"dedup", &env->db_dedup},   {"meta", &env->db_meta}};
+      {"dlq", &env->db_dlq},     {"dedup_time", &env->db_dedup_time}, {"meta", &env->db_meta}};
   for (size_t i = 0; i < sizeof dbs / sizeof dbs[0]; i++) {
     int rc = mdb_dbi_open(txn, dbs[i].name, flags, dbs[i].dbi);
     /* A format 1 queue opened read-only has no `bodies` (all inline). */
@@ -256,13 +254,12 @@ static int last_key(MDB_txn *txn, MDB_dbi dbi, uint64_t *out) {
   return rc == 0 || rc == MDB_NOTFOUND ? 0 : rq_mdb_err(rc);
 }
 
-/* Format 1 had a second dedup DB, a time index; format 2 sweeps `dedup`
- * instead (see prune_dedup) and keeps the counters in the main DB. A
- * writable open moves a format 1 queue up: drops the time index (the
- * counters move in init_layout). Readers of either format need nothing. */
+/* Format 1 also had `dedup`, an index of the same ids keyed by id (format 2
+ * looks ids up in memory, see rq_dedup.c), and kept the counters in `meta`
+ * (moved in init_layout). Readers of either format need nothing. */
 static int upgrade_from_1(MDB_txn *txn) {
   MDB_dbi dbi;
-  int rc = mdb_dbi_open(txn, "dedup_time", 0, &dbi);
+  int rc = mdb_dbi_open(txn, "dedup", 0, &dbi);
   if (rc == MDB_NOTFOUND) return 0;
   if (rc) return rq_mdb_err(rc);
   return rq_mdb_err(mdb_drop(txn, dbi, 1));
@@ -283,7 +280,7 @@ static int init_layout(rq_env *env, MDB_txn *txn) {
     return rq_mdb_err(rc);
   }
   if (env->readonly) return 0;
-  if (ver == 1 && (rc = upgrade_from_1(txn))) return rc;
+  if (ver < RQ_FORMAT_VERSION && (rc = upgrade_from_1(txn))) return rc;
   if (ver != RQ_FORMAT_VERSION) {
     uint8_t b = RQ_FORMAT_VERSION; /* positive fixint */
     MDB_val fv = {1, &b};
@@ -316,6 +313,7 @@ int rq_env_open(rq_env **out, const char *dir, const rq_options *opts) {
   env->scan_due = INT64_MAX;
   if (env->watermark_pct > 100) env->watermark_pct = 100;
   pthread_mutex_init(&env->mu, NULL);
+  pthread_mutex_init(&env->dmu, NULL);
 
   char path[PATH_MAX];
   int rc;
@@ -381,6 +379,7 @@ int rq_env_open(rq_env **out, const char *dir, const rq_options *opts) {
   if ((rc = mdb_txn_begin(env->mdb, NULL, env->readonly ? MDB_RDONLY : 0, &txn))) goto fail_mdb;
   rc = open_dbis(env, txn, env->readonly ? 0 : MDB_CREATE);
   if (!rc) rc = init_layout(env, txn);
+  if (!rc && !env->readonly) rc = rq_dedup_load(env, txn);
   if (rc) {
     mdb_txn_abort(txn);
     goto fail;
@@ -397,6 +396,8 @@ fail:
   if (env->mdb) mdb_env_close(env->mdb);
   if (env->lock_fd >= 0) close(env->lock_fd);
   pthread_mutex_destroy(&env->mu);
+  pthread_mutex_destroy(&env->dmu);
+  rq_dedup_free(env);
   free(env);
   return rc;
 }
@@ -414,6 +415,8 @@ void rq_env_close(rq_env *env) {
   mdb_env_close(env->mdb);
   if (env->lock_fd >= 0) close(env->lock_fd); /* drops the flock */
   pthread_mutex_destroy(&env->mu);
+  pthread_mutex_destroy(&env->dmu);
+  rq_dedup_free(env);
   free(env->leased.slots);
   free(env);
 }
@@ -440,42 +443,6 @@ int rq_txn_status(const rq_txn *t) {
 int rq_txn_fail(rq_txn *t, int err) {
   if (!t->failed) t->failed = err;
   return err;
-}
-
-/* Expired dedup entries go in small bites at the start of each batch: the
- * index stays bounded without a background job or a long write. There is
- * no time index (it cost every append two more B-tree paths to write): a
- * sweep walks `dedup` in key order from where the last batch stopped,
- * wrapping at the end, and deletes what is older than the window. Each
- * batch looks at a few more entries than the last batch added, so a sweep
- * pass always outpaces the appends and every entry goes within about one
- * window after it expired. Looking costs a cursor step over mapped pages;
- * only deletions write, and they fall on the few leaves under the sweep.
- * Expired entries still waiting for the sweep are harmless: a look-up
- * compares the stored time with the window itself. */
-static int prune_dedup(rq_txn *t) {
-  rq_env *env = t->env;
-  int64_t cutoff = rq_now_ms() - env->dedup_window_ms;
-  uint64_t budget = RQ_DEDUP_SWEEP_MIN + 2 * env->sweep_last_appends;
-  MDB_cursor *c;
-  int rc = mdb_cursor_open(t->txn, env->db_dedup, &c);
-  if (rc) return rq_mdb_err(rc);
-  MDB_val k = {env->sweep_len, env->sweep_key}, v;
-  rc = mdb_cursor_get(c, &k, &v, env->sweep_len ? MDB_SET_RANGE : MDB_FIRST);
-  for (uint64_t n = 0; rc == 0 && n < budget; n++) {
-    /* After a delete, MDB_NEXT gives the entry that took the deleted one's place. */
-    if (v.mv_size == 8 && (int64_t)rq_get_be64(v.mv_data) < cutoff && (rc = mdb_cursor_del(c, 0)))
-      break;
-    rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
-  }
-  if (rc == 0 && k.mv_size <= sizeof env->sweep_key) { /* resume here next batch */
-    memcpy(env->sweep_key, k.mv_data, k.mv_size);
-    env->sweep_len = k.mv_size;
-  } else {
-    env->sweep_len = 0; /* end of the index (or an error): start over */
-  }
-  mdb_cursor_close(c);
-  return rc == 0 || rc == MDB_NOTFOUND ? 0 : rq_mdb_err(rc);
 }
 
 /* Keeps data.mdb a few MiB longer than LMDB's last page, allocated and
@@ -548,7 +515,7 @@ static int txn_begin(rq_env *env, rq_txn **out, bool prune) {
   t->dirty = false;
   t->nrelease = 0;
   t->used_est = rq_used_bytes_in(env, txn);
-  if ((rc = rq_counters_load(env, txn, &t->c)) || (prune && (rc = prune_dedup(t)))) {
+  if ((rc = rq_counters_load(env, txn, &t->c)) || (prune && (rc = rq_dedup_prune(t)))) {
     mdb_txn_abort(txn);
     env->spare = t;
     return rc;
@@ -632,7 +599,7 @@ int rq_txn_commit(rq_txn *t) {
     return rc;
   }
   uint64_t used = rq_used_bytes_in(env, t->txn);
-  env->sweep_last_appends = t->c.appended - t->appended0; /* still under the writer lock */
+  env->last_appends = t->c.appended - t->appended0; /* still under the writer lock */
   rc = txn_end(t, true);
   if (rc == 0) {
     atomic_store(&env->used_bytes, used);
@@ -754,41 +721,6 @@ int rq_txn_cap_check(rq_txn *t, size_t add) {
   return 0;
 }
 
-/* Dedup key: the id itself, or for very long ids a prefix plus a 64-bit
- * FNV-1a hash of the whole id (LMDB keys are limited to 511 bytes). */
-static size_t dedup_key(const char *id, uint8_t *buf) {
-  size_t n = strlen(id);
-  if (n <= RQ_DEDUP_KEY_MAX) {
-    memcpy(buf, id, n);
-    return n;
-  }
-  uint64_t h = 1469598103934665603ull;
-  for (size_t i = 0; i < n; i++) h = (h ^ (uint8_t)id[i]) * 1099511628211ull;
-  memcpy(buf, id, RQ_DEDUP_KEY_MAX - 8);
-  rq_put_be64(buf + RQ_DEDUP_KEY_MAX - 8, h);
-  return RQ_DEDUP_KEY_MAX;
-}
-
-static int dedup_check_in(rq_env *env, MDB_txn *txn, const char *id, int64_t now_ms) {
-  uint8_t kb[RQ_DEDUP_KEY_MAX];
-  MDB_val k = {dedup_key(id, kb), kb}, v;
-  int rc = mdb_get(txn, env->db_dedup, &k, &v);
-  if (rc == MDB_NOTFOUND) return 0;
-  if (rc) return rq_mdb_err(rc);
-  if (v.mv_size != 8) return 0;
-  int64_t seen = (int64_t)rq_get_be64(v.mv_data);
-  return now_ms - seen < env->dedup_window_ms ? 1 : 0;
-}
-
-/* Records (or refreshes) id at now_ms. */
-static int dedup_record(rq_txn *t, const char *id, int64_t now_ms) {
-  uint8_t kb[RQ_DEDUP_KEY_MAX], tb[8];
-  MDB_val k = {dedup_key(id, kb), kb}, v = {8, tb};
-  rq_put_be64(tb, (uint64_t)now_ms);
-  int rc = mdb_put(t->txn, t->env->db_dedup, &k, &v, 0);
-  return rc ? rq_txn_fail(t, rq_mdb_err(rc)) : 0;
-}
-
 /* Shared by append and append_dead: checks dedup, assigns the seq. */
 static int append_common(rq_txn *t, const rq_record *rec, uint64_t *seq, int64_t *now) {
   if (!t || !rec) return -EINVAL;
@@ -796,7 +728,7 @@ static int append_common(rq_txn *t, const rq_record *rec, uint64_t *seq, int64_t
   if (!rec->body && rec->body_len) return -EINVAL;
   *now = rec->received_ms ? rec->received_ms : rq_now_ms();
   if (rec->webhook_id && *rec->webhook_id) {
-    int rc = dedup_check_in(t->env, t->txn, rec->webhook_id, *now);
+    int rc = rq_dedup_check(t->env, t->txn, rec->webhook_id, *now);
     if (rc < 0) return rq_txn_fail(t, rc);
     if (rc == 1) {
       t->c.duplicates++;
@@ -816,7 +748,7 @@ static int append_common(rq_txn *t, const rq_record *rec, uint64_t *seq, int64_t
 static int append_finish(rq_txn *t, const rq_record *rec, uint64_t seq, int64_t now,
                          uint64_t *seq_out) {
   int rc;
-  if (rec->webhook_id && *rec->webhook_id && (rc = dedup_record(t, rec->webhook_id, now)))
+  if (rec->webhook_id && *rec->webhook_id && (rc = rq_dedup_record(t, rec->webhook_id, now)))
     return rc;
   t->c.next_seq++;
   t->c.appended++;
@@ -1307,7 +1239,7 @@ int rq_dedup_seen(rq_env *env, const char *webhook_id, int64_t now_ms) {
   MDB_txn *txn;
   int rc = mdb_txn_begin(env->mdb, NULL, MDB_RDONLY, &txn);
   if (rc) return rq_mdb_err(rc);
-  rc = dedup_check_in(env, txn, webhook_id, now_ms);
+  rc = rq_dedup_check(env, txn, webhook_id, now_ms);
   mdb_txn_abort(txn);
   return rc;
 }
@@ -1343,7 +1275,7 @@ int rq_stat(rq_env *env, rq_stats *out) {
     mdb_cursor_close(cur);
   }
   MDB_stat st;
-  if (mdb_stat(txn, env->db_dedup, &st) == 0) out->dedup_entries = st.ms_entries;
+  if (mdb_stat(txn, env->db_dedup_time, &st) == 0) out->dedup_entries = st.ms_entries;
   out->map_used = rq_used_bytes_in(env, txn);
   MDB_envinfo info;
   mdb_env_info(env->mdb, &info);

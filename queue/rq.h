@@ -234,7 +234,8 @@ int64_t rq_next_due_ms(rq_env *env);
  * (it becomes due when that lease is acked, nacked or released). */
 int64_t rq_next_due_ms_flags(rq_env *env, unsigned flags);
 
-/* Is the webhook id in the dedup window? 1 yes, 0 no, <0 error. */
+/* Is the webhook id in the dedup window? 1 yes, 0 no, <0 error. Needs a
+ * writable env (RQ_READONLY): the index is in the writer's memory. */
 int rq_dedup_seen(rq_env *env, const char *webhook_id, int64_t now_ms);
 
 /* ---- Stats and capacity ------------------------------------------------ */

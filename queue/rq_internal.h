@@ -92,6 +92,16 @@ typedef struct {
   uint64_t ready_count, ready_bytes, dlq_count, dlq_bytes;
 } rq_counters;
 
+/* Dedup table (rq_dedup.c): 64-bit id hash -> seen ms; h = 0 is empty. */
+typedef struct {
+  uint64_t h;
+  int64_t t;
+} rq_dedup_slot;
+typedef struct {
+  rq_dedup_slot *slots;
+  size_t cap, n;
+} rq_dedup_table;
+
 /* Set of leased seqs (open addressing, linear probing, 0 = empty). */
 typedef struct {
   uint64_t *slots;
@@ -100,7 +110,7 @@ typedef struct {
 
 struct rq_env {
   MDB_env *mdb;
-  MDB_dbi db_ready, db_bodies, db_state, db_dlq, db_dedup, db_meta;
+  MDB_dbi db_ready, db_bodies, db_state, db_dlq, db_dedup_time, db_meta;
   bool readonly;
   bool no_bodies; /* read-only open of a format 1 queue: db_bodies unset */
   int lock_fd;
@@ -118,11 +128,9 @@ struct rq_env {
   _Atomic uint64_t used_bytes; /* live pages after the last commit */
   _Atomic uint64_t commits;
   rq_txn *spare; /* reused batch handle; only touched under LMDB's writer lock */
-  /* Dedup sweep (see prune_dedup), writer lock too: next key to look at
-   * (empty = the start) and the appends of the last committed batch. */
-  uint8_t sweep_key[511];
-  size_t sweep_len;
-  uint64_t sweep_last_appends;
+  pthread_mutex_t dmu;   /* guards dedup */
+  rq_dedup_table dedup;  /* writable envs only (rq_dedup.c) */
+  uint64_t last_appends; /* of the last committed batch; LMDB's writer lock */
   /* Lease scan start (see scan_start in rq.c), guarded by mu. */
   uint64_t scan_from;
   int64_t scan_due;
@@ -174,6 +182,15 @@ int rq_ready_header(const MDB_val *raw, uint64_t seq, rq_view *v);
 int rq_ready_body(MDB_txn *txn, rq_env *env, uint64_t seq, rq_view *v);
 int rq_ready_view(MDB_txn *txn, rq_env *env, uint64_t seq, const MDB_val *raw, rq_view *v);
 int rq_ready_del(rq_txn *t, uint64_t seq);
+/* Dedup index (rq_dedup.c). load: fills the table from the log (writable
+ * open). check: 1 when id was seen less than the window before now_ms (as
+ * seen from txn), 0 if not, <0 error (RQ_READONLY on a read-only env).
+ * record: logs id at now_ms. prune: removes a bite of expired entries. */
+int rq_dedup_load(rq_env *env, MDB_txn *txn);
+void rq_dedup_free(rq_env *env);
+int rq_dedup_check(rq_env *env, MDB_txn *txn, const char *id, int64_t now_ms);
+int rq_dedup_record(rq_txn *t, const char *id, int64_t now_ms);
+int rq_dedup_prune(rq_txn *t);
 /* RQ_MAP_FULL when adding about `add` bytes would cross env->append_cap. */
 int rq_txn_cap_check(rq_txn *t, size_t add);
 uint64_t rq_used_bytes_in(rq_env *env, MDB_txn *txn);

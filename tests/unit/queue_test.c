@@ -627,9 +627,31 @@ TEST(dedup_window_expiry) {
   rq_env_close(env);
 }
 
-/* The sweep that expires dedup entries (no time index): it covers the
- * whole index in bites, wraps around, and never removes a live entry. */
-TEST(dedup_sweep_covers_index) {
+/* Ids of a batch that did not commit are not duplicates afterwards, and
+ * the index is the writer's: a read-only env cannot answer. */
+TEST(dedup_after_abort_and_readonly) {
+  rq_env *env = open_env(NULL);
+  int64_t now = wall_ms();
+  rq_record r = mkrec("{}", "ab-1", "t", NULL);
+  r.received_ms = now;
+  rq_txn *t;
+  CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+  CHECK_INT(rq_txn_append(t, &r, NULL), ==, 0);
+  rq_txn_abort(t);
+  CHECK_INT(rq_dedup_seen(env, "ab-1", now), ==, 0);
+  CHECK_INT(append1(env, &r), >, 0); /* stored, not a duplicate */
+  CHECK_INT(rq_dedup_seen(env, "ab-1", now), ==, 1);
+  rq_options ro = {.flags = RQ_OPEN_READONLY};
+  rq_env *rd = open_env(&ro);
+  CHECK_INT(rq_dedup_seen(rd, "ab-1", now), ==, RQ_READONLY);
+  rq_env_close(rd);
+  rq_env_close(env);
+}
+
+/* Expiry of dedup entries: bounded bites per batch that keep pace, and an
+ * id seen again keeps its newer entry (and its place in the memory table)
+ * while the older one expires. */
+TEST(dedup_expiry_keeps_pace) {
   /* First entries seen 9 s ago: with a 10 s window they expire in 1 s; the
    * ones seen again later have 10 s, plenty for the sweep on a slow box. */
   rq_options o = {.dedup_window_s = 10};
@@ -682,7 +704,7 @@ TEST(dedup_sweep_covers_index) {
     snprintf(id, sizeof id, "sw-%05d", i);
     CHECK_INT(rq_dedup_seen(env, id, later), ==, i % 3 == 0);
   }
-  /* The sweep wraps: an expired id sorting before its position goes too. */
+  /* An id logged long ago goes at the next batch. */
   rq_record r = mkrec("{}", "aa-first", "t", NULL);
   r.received_ms = later - 20000;
   append1(env, &r);
@@ -695,7 +717,7 @@ TEST(dedup_sweep_covers_index) {
   rq_env_close(env);
 }
 
-/* A queue written by format 1 (counters in `meta`, a `dedup_time` index)
+/* A queue written by format 1 (counters in `meta`, an id-keyed `dedup` DB)
  * opens, keeps its records, counters and dedup entries, and is moved up. */
 /* A format 1 ready record, msgpack by hand: {v:1, seq, received_ms, body
  * (bin, inline), webhook_id, type "t"}. Returns its length. */
@@ -757,8 +779,8 @@ TEST(upgrade_from_format_1) {
     }
     CHECK_INT(mdb_drop(txn, bodies, 1), ==, 0);
     CHECK_INT(mdb_dbi_open(txn, "meta", 0, &meta), ==, 0);
-    CHECK_INT(mdb_dbi_open(txn, "dedup", 0, &dd), ==, 0);
-    CHECK_INT(mdb_dbi_open(txn, "dedup_time", MDB_CREATE, &dt), ==, 0);
+    CHECK_INT(mdb_dbi_open(txn, "dedup", MDB_CREATE, &dd), ==, 0);
+    CHECK_INT(mdb_dbi_open(txn, "dedup_time", 0, &dt), ==, 0);
     MDB_val k = {8, "counters"}, v, fk = {6, "format"};
     CHECK_INT(mdb_get(txn, maindb, &k, &v), ==, 0);
     uint8_t buf[128];
@@ -770,14 +792,14 @@ TEST(upgrade_from_format_1) {
     uint8_t one = 1;
     MDB_val ov = {1, &one};
     CHECK_INT(mdb_put(txn, meta, &fk, &ov, 0), ==, 0);
-    for (int i = 0; i < 3; i++) { /* the old time index: seen ms + id */
-      MDB_val ik = {strlen(ids[i]), (void *)ids[i]}, tv;
-      CHECK_INT(mdb_get(txn, dd, &ik, &tv), ==, 0);
+    for (int i = 0; i < 3; i++) { /* the id-keyed index: id -> seen ms */
       uint8_t tk[64];
-      memcpy(tk, tv.mv_data, 8);
-      memcpy(tk + 8, ids[i], ik.mv_size);
-      MDB_val tkv = {8 + ik.mv_size, tk}, empty = {0, ""};
-      CHECK_INT(mdb_put(txn, dt, &tkv, &empty, 0), ==, 0);
+      be64key(tk, (uint64_t)now);
+      memcpy(tk + 8, ids[i], strlen(ids[i]));
+      MDB_val tkv = {8 + strlen(ids[i]), tk}, tv;
+      CHECK_INT(mdb_get(txn, dt, &tkv, &tv), ==, 0); /* the log has it */
+      MDB_val ik = {strlen(ids[i]), (void *)ids[i]}, sv = {8, tk};
+      CHECK_INT(mdb_put(txn, dd, &ik, &sv, 0), ==, 0);
     }
     raw_end(e, txn, true);
   }
@@ -829,7 +851,7 @@ TEST(upgrade_from_format_1) {
     MDB_txn *txn;
     MDB_dbi meta, dt;
     txn = raw_begin(&e, MDB_RDONLY);
-    CHECK_INT(mdb_dbi_open(txn, "dedup_time", 0, &dt), ==, MDB_NOTFOUND);
+    CHECK_INT(mdb_dbi_open(txn, "dedup", 0, &dt), ==, MDB_NOTFOUND);
     CHECK_INT(mdb_dbi_open(txn, "meta", 0, &meta), ==, 0);
     MDB_val k = {8, "counters"}, fk = {6, "format"}, v;
     CHECK_INT(mdb_get(txn, meta, &k, &v), ==, MDB_NOTFOUND);
