@@ -103,9 +103,17 @@ const char *backoff_action_name(backoff_action a) {
   return "unknown";
 }
 
+int backoff_expired(int64_t received_ms, int64_t now_ms, int64_t max_age_ms) {
+  return max_age_ms > 0 && received_ms > 0 && now_ms - received_ms > max_age_ms;
+}
+
+int backoff_whole_drainer(sns_outcome overall) {
+  return overall == SNS_UNREACHABLE || overall == SNS_RETRY || overall == SNS_THROTTLED;
+}
+
 backoff_action backoff_decide(sns_outcome outcome, int64_t received_ms, int64_t now_ms,
                               int64_t max_age_ms) {
-  int expired = max_age_ms > 0 && received_ms > 0 && now_ms - received_ms > max_age_ms;
+  int expired = backoff_expired(received_ms, now_ms, max_age_ms);
   switch (outcome) {
     case SNS_OK:
       return BACKOFF_ACK;

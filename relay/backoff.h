@@ -38,7 +38,7 @@ uint64_t backoff_retry_delay(backoff_rng *r, uint64_t base_ms, uint64_t cap_ms, 
 
 /* Decorrelated jitter (AWS architecture blog): next = min(cap, uniform in
  * [base, prev * 3]); prev = 0 starts at base..3*base. Used for the drainer's
- * own backoff while SNS is unreachable, where no attempt count exists. */
+ * own backoff while SNS fails whole requests, where no attempt count exists. */
 uint64_t backoff_decorrelated(backoff_rng *r, uint64_t base_ms, uint64_t cap_ms, uint64_t prev_ms);
 
 /* Slow probe interval while blocked by a configuration error: about
@@ -92,5 +92,16 @@ const char *backoff_action_name(backoff_action a);
  * expired. Configuration errors never expire or dead-letter anything. */
 backoff_action backoff_decide(sns_outcome outcome, int64_t received_ms, int64_t now_ms,
                               int64_t max_age_ms);
+
+/* 1 when an event received at received_ms is older than max_age_ms at
+ * now_ms (the limit itself is not yet expired; received_ms 0 = unknown and
+ * max_age_ms 0 = no limit never expire). The age rule of backoff_decide(). */
+int backoff_expired(int64_t received_ms, int64_t now_ms, int64_t max_age_ms);
+
+/* 1 when the answer to a whole request says SNS itself is in trouble (no
+ * answer, 5xx or timeout, throttled): the whole drainer backs off and
+ * probes with one request, besides each event's own retry delay. A 200
+ * with Failed entries (overall SNS_OK) is handled per entry only. */
+int backoff_whole_drainer(sns_outcome overall);
 
 #endif

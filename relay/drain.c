@@ -19,6 +19,7 @@
 #define DRAIN_BACKOFF_CAP_MS 30000   /* cap of the whole-drainer backoff */
 #define DRAIN_COMMIT_FAIL_MS 1000    /* pause after a failed settle commit */
 #define DRAIN_IDLE_POLL_MS 1000      /* catches replays and anything not kicked */
+#define DRAIN_SWEEP_MAX 64           /* records a backoff probe looks at for expiry */
 #define DRAIN_RATE_SLOTS 10
 
 typedef enum { MODE_RUNNING = 0, MODE_BACKOFF, MODE_BLOCKED } drain_mode;
@@ -78,6 +79,12 @@ struct drain {
   int64_t until_ms; /* backoff end / next probe */
   uint64_t backoff_prev_ms;
   int probe_inflight;
+  /* In backoff because SNS failed transiently (not a local error): events
+   * past RELAY_RETRY_MAX_AGE are dead-lettered with this error without
+   * waiting for a request of their own. */
+  int sns_down;
+  char down_code[64];
+  char down_msg[512];
   /* Records up to this seq go out one per request: a PublishBatch refused
    * as a whole (e.g. BatchRequestTooLong, or a request-level
    * InvalidParameter) says nothing about which entry is at fault, so each
@@ -199,6 +206,7 @@ static void enter_running(drain *d) {
   d->mode = MODE_RUNNING;
   d->until_ms = 0;
   d->backoff_prev_ms = 0;
+  d->sns_down = 0;
   log_mode(d, old);
 }
 
@@ -210,10 +218,18 @@ static void enter_backoff(drain *d, uint64_t delay_ms) {
   schedule(d, delay_ms);
 }
 
-/* SNS did not answer: decorrelated jitter, capped, growing while it stays
- * down. Requests that were already in flight when the first one failed
- * release their events without growing the delay again. */
-static void unreachable(drain *d, int probe) {
+/* SNS gave no answer, or failed a whole request (5xx, timeout,
+ * throttled): decorrelated jitter, capped, growing while it stays down, and
+ * then one probe request. Per-event retry delays alone would let a backlog
+ * of due events become hundreds of fast-failing requests a second.
+ * Requests that were already in flight when the first one failed settle
+ * their events without growing the delay again. */
+static void sns_trouble(drain *d, int probe, const sns_result *why) {
+  /* Only the probe's answer may turn a configuration block into backoff. */
+  if (d->mode == MODE_BLOCKED && !probe) return;
+  copy_str(d->down_code, sizeof d->down_code, has(why->code) ? why->code : "Unknown");
+  copy_str(d->down_msg, sizeof d->down_msg, why->message);
+  d->sns_down = 1;
   if (d->mode == MODE_BACKOFF && !probe) return;
   uint64_t cap = d->cfg->retry_max_ms;
   if (cap > DRAIN_BACKOFF_CAP_MS) cap = DRAIN_BACKOFF_CAP_MS;
@@ -426,8 +442,8 @@ static void on_sns_done(void *arg, const sns_result *results, size_t n, const sn
   if (any_config) {
     set_error(d, config_res->code, config_res->message);
     blocked(d, r->probe, config_res->code);
-  } else if (overall->outcome == SNS_UNREACHABLE) {
-    unreachable(d, r->probe);
+  } else if (backoff_whole_drainer(overall->outcome)) {
+    sns_trouble(d, r->probe, overall);
   } else if (r->probe && d->mode != MODE_RUNNING) {
     /* Only an answer to the probe proves recovery; an older request that
      * finishes late does not. Any HTTP answer means SNS is reachable and
@@ -523,10 +539,38 @@ static int req_send(drain *d, dreq *r, int probe) {
   return rc;
 }
 
+/* Dead-letters one leased record of ls at once (no request), in *dead,
+ * the request that collects them. Out of memory, it is released instead. */
+static void dead_now(drain *d, dreq **dead, lease_set *ls, rq_record *rec, drain_dead_reason reason,
+                     const char *code, const char *msg, int64_t now) {
+  if (!*dead || (*dead)->n == SNS_MAX_BATCH) {
+    *dead = req_new(d, ls);
+    if (!*dead) {
+      release_rec(d, rec);
+      return;
+    }
+  }
+  dreq *r = *dead;
+  r->recs[r->n] = rec;
+  settle_dead(d, r, r->n, reason, code, msg, now);
+  r->n++;
+}
+
 /* Leases up to nreq requests' worth of events and sends them. Returns the
  * number of records leased (0: nothing due), or <0 when sending stopped. */
 static int send_some(drain *d, int64_t now, unsigned nreq, int probe) {
-  size_t want = (size_t)nreq * d->batch;
+  int64_t max_age = (int64_t)d->cfg->retry_max_age_s * 1000;
+  /* While SNS fails, the probe's lease also dead-letters the events past
+   * RELAY_RETRY_MAX_AGE: with one request per backoff interval they would
+   * otherwise wait far longer than that for an attempt of their own. Only
+   * when the oldest ready record is that old (rq_stat() is cheap), so a
+   * probe does not copy DRAIN_SWEEP_MAX records out for nothing. */
+  int sweep = 0;
+  if (probe && d->mode == MODE_BACKOFF && d->sns_down && max_age > 0) {
+    rq_stats q;
+    sweep = rq_stat(d->env, &q) == 0 && backoff_expired(q.oldest_ready_ms, now, max_age);
+  }
+  size_t want = sweep ? DRAIN_SWEEP_MAX : (size_t)nreq * d->batch;
   rq_record *recs = NULL;
   int n = rq_lease(d->env, now, want, d->fifo ? RQ_LEASE_FIFO : 0, &recs);
   if (n < 0) {
@@ -567,22 +611,17 @@ static int send_some(drain *d, int64_t now, unsigned nreq, int probe) {
   uint64_t limit = d->cfg->max_message_bytes;
   if (limit == 0 || limit > SNS_MAX_REQUEST_BYTES) limit = SNS_MAX_REQUEST_BYTES;
   for (int i = 0; i < n; i++) {
+    if (sweep && backoff_expired(recs[i].received_ms, now, max_age)) {
+      dead_now(d, &dead, ls, &recs[i], DRAIN_DEAD_EXPIRED, d->down_code, d->down_msg, now);
+      continue;
+    }
     sns_entry e;
     fill_entry(d, &recs[i], &e, NULL);
     size_t s = sns_entry_size(&e);
     if (s > limit) {
-      if (!dead || dead->n == SNS_MAX_BATCH) {
-        dead = req_new(d, ls);
-        if (!dead) {
-          release_rec(d, &recs[i]);
-          continue;
-        }
-      }
-      dead->recs[dead->n] = &recs[i];
       char m[128];
       snprintf(m, sizeof m, "message is %zu bytes, limit %" PRIu64, s, limit);
-      settle_dead(d, dead, dead->n, DRAIN_DEAD_TOO_LARGE, "TooLarge", m, now);
-      dead->n++;
+      dead_now(d, &dead, ls, &recs[i], DRAIN_DEAD_TOO_LARGE, "TooLarge", m, now);
       continue;
     }
     pub[np] = &recs[i];
@@ -617,6 +656,25 @@ out:
   return rc < 0 ? rc : n;
 }
 
+/* How long an idle drainer sleeps: until the next record is due, at most
+ * DRAIN_IDLE_POLL_MS. Sets *empty when no ready record waits at all. */
+static uint64_t idle_wait(drain *d, int *empty) {
+  /* With FIFO leasing, a due record behind a group head that waits for
+   * its retry is not leasable: ask with the same rule. */
+  int64_t due = rq_next_due_ms_flags(d->env, d->fifo ? RQ_LEASE_FIFO : 0);
+  if (empty) *empty = due == INT64_MAX;
+  uint64_t wait = DRAIN_IDLE_POLL_MS;
+  if (due != INT64_MAX) {
+    int64_t w = due - now_ms();
+    if (w < 0) w = 0;
+    if ((uint64_t)w < wait) wait = (uint64_t)w;
+  }
+  /* Due but nothing could be leased (leased elsewhere in this process):
+   * poll gently instead of spinning. */
+  if (wait == 0) wait = 50;
+  return wait;
+}
+
 static void pump(drain *d) {
   if (!d->started || d->closing || d->operator_paused) return;
   int64_t now = now_ms();
@@ -628,14 +686,26 @@ static void pump(drain *d) {
     }
     /* One request decides whether SNS is back. */
     int n = send_some(d, now, 1, 1);
-    if (n == 0) {
-      if (d->mode == MODE_BACKOFF) {
-        enter_running(d); /* nothing to test with; the next event will tell */
-      } else {
-        blocked(d, 1, NULL); /* keep the block until a real request succeeds */
-      }
+    /* The probe's answer, or settles and requests still pending, pump again
+     * when they finish; a failed send re-armed the timer itself. */
+    if (n < 0 || d->probe_inflight || d->inflight_reqs > 0 || d->pending_ops > 0) return;
+    if (d->mode == MODE_BLOCKED) {
+      blocked(d, 1, NULL); /* keep the block until a real request succeeds */
+      return;
     }
-    return;
+    /* Nothing to probe with, and nothing else will wake the drainer: the
+     * retried events may not be due yet (their own delay outlasted the
+     * drainer's), or the queue is empty. Stay in backoff until the next
+     * record is due, then probe with it; with no record at all, run idle
+     * (new events kick it). */
+    int empty;
+    uint64_t wait = idle_wait(d, &empty);
+    if (!empty) {
+      d->until_ms = now_ms() + (int64_t)wait;
+      schedule(d, wait);
+      return;
+    }
+    enter_running(d);
   }
   while (d->inflight_reqs < d->aimd.cur && d->mode == MODE_RUNNING) {
     unsigned room = d->aimd.cur - d->inflight_reqs;
@@ -646,18 +716,7 @@ static void pump(drain *d) {
    * again; only an idle drainer needs to know when the next record is due
    * (rq_next_due_ms() may walk the queue, so it is not called per request). */
   if (d->mode != MODE_RUNNING || d->inflight_reqs > 0 || d->pending_ops > 0) return;
-  /* With FIFO leasing, a due record behind a group head that waits for
-   * its retry is not leasable: ask with the same rule. */
-  int64_t due = rq_next_due_ms_flags(d->env, d->fifo ? RQ_LEASE_FIFO : 0);
-  uint64_t wait = DRAIN_IDLE_POLL_MS;
-  if (due != INT64_MAX) {
-    int64_t w = due - now_ms();
-    if (w < 0) w = 0;
-    if ((uint64_t)w < wait) wait = (uint64_t)w;
-  }
-  /* Due but nothing could be leased (leased elsewhere in this process):
-   * poll gently instead of spinning. */
-  if (wait == 0) wait = 50;
+  uint64_t wait = idle_wait(d, NULL);
   schedule(d, wait);
 }
 

@@ -13,9 +13,16 @@
  * States (drain_status.state):
  *   running  publishing, or idle waiting for work (a timer for the next due
  *            record, drain_kick() for new ones)
- *   backoff  SNS unreachable (no HTTP answer): the whole drainer waits until
- *            backoff_until_ms (capped, jittered exponential) and then probes;
- *            leases are released without counting an attempt
+ *   backoff  SNS unreachable (no HTTP answer), or it failed a whole request
+ *            (5xx, timeout, throttling): the whole drainer waits until
+ *            backoff_until_ms (capped, decorrelated jitter) and then probes
+ *            with one request at a time; when no record is due yet it stays
+ *            in backoff until one is (backoff_until_ms moves with it), with
+ *            an empty queue it runs idle. Unanswered requests release their
+ *            events without counting an attempt; 5xx/throttled ones nack
+ *            them with their own retry delay. Events past
+ *            RELAY_RETRY_MAX_AGE go to the DLQ (expired) meanwhile too.
+ *            Failed entries inside a 200 only retry those events.
  *   paused   operator pause (POST /v1/pause): nothing new is leased;
  *            requests already in flight finish and are settled normally
  *   blocked  configuration error (authorization, missing topic, KMS access,

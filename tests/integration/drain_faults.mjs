@@ -225,6 +225,67 @@ if (want('expired')) {
   check(fresh.every((e) => got.has(e.webhook_id)), 'expired: the fresh ones were delivered');
 }
 
+if (want('5xx-probe')) {
+  // A whole-request 5xx backs the whole drainer off: after the requests
+  // already in flight, one probe at a time, each after a backoff of at
+  // least RELAY_RETRY_BASE_MS, not one request per due event.
+  const evs = events(600);
+  const r = await scenario('5xx-probe', {
+    evs, flags: { concurrency: 8, 'retry-base': 50, 'retry-max': 400 },
+    script: [{ do: 'status', status: 503, body: 'unavailable', times: 20 }],
+  });
+  allOnce('5xx-probe', evs, r.acc);
+  const failed = r.sns.requests.filter((q) => q.step === 'status').map((q) => q.at).sort((a, b) => a - b);
+  // The first 8 requests went out together, every later one is a probe
+  // (the first two probes are left out: a slow first-wave request may
+  // arrive after the first probe on a loaded machine).
+  const gaps = failed.slice(10).map((t, k) => t - failed[9 + k]);
+  check(failed.length === 20 && gaps.length === 10 && gaps.every((g) => g >= 45),
+    `5xx-probe: one probe per backoff after the first wave (gaps ${gaps.join(',')} ms)`);
+  check(r.dlq.length === 0 && r.final.state === 'running', `5xx-probe: nothing dead-lettered, running again (${r.final.state})`);
+}
+
+if (want('resume-not-due')) {
+  // Regression: a backoff that ends while the retried events are not due
+  // yet (their own delay outlasts the drainer's; here an operator resume
+  // cuts the backoff short) found nothing to probe with, went "running"
+  // and armed no timer: the drainer slept until the driver's timeout.
+  const evs = events(30);
+  let inBackoff = null, resumedAt = 0;
+  const r = await scenario('resume-not-due', {
+    evs, timeout: 30, flags: { 'retry-base': 1500, 'retry-max': 1500 },
+    script: [{ do: 'status', status: 503, body: 'unavailable', times: 3 }],
+    during: async (drv) => {
+      inBackoff = await drv.waitFor((l) => l.ev === 'status' && l.state === 'backoff' && l.leased === 0 &&
+        l.inflight_requests === 0 && l.retried === 30, 10000);
+      drv.send('pause');
+      drv.send('resume');
+      resumedAt = Date.now();
+    },
+  });
+  check(inBackoff !== null, 'resume-not-due: backoff after the 503s, every event nacked');
+  allOnce('resume-not-due', evs, r.acc);
+  const after = r.sns.requests.filter((q) => q.at >= resumedAt);
+  const firstGap = after.length ? after[0].at - resumedAt : -1;
+  // The events were nacked 1.5 s ahead: nothing may go out before they are due.
+  check(after.length > 0 && firstGap >= 500,
+    `resume-not-due: the retried events waited for their own delay (first request ${firstGap} ms after the resume)`);
+  check(r.final.state === 'running', `resume-not-due: running again (${r.final.state})`);
+}
+
+if (want('expired-backoff')) {
+  // While SNS keeps failing, events past RELAY_RETRY_MAX_AGE go to the DLQ
+  // without each waiting for a probe of its own.
+  const evs = events(300, { received: Date.now() - 2 * 86400 * 1000, tag: 'old' });
+  const r = await scenario('expired-backoff', {
+    evs, flags: { concurrency: 1, 'retry-base': 200, 'retry-max': 1000 },
+    dflt: { do: 'status', status: 503, body: 'unavailable' },
+  });
+  check(r.dlq.length === 300 && r.dlq.every((d) => d.reason === 'expired'), `expired-backoff: all 300 in the DLQ as expired (${r.dlq.length})`);
+  check(r.dlq.every((d) => d.code === 'HTTP503'), 'expired-backoff: DLQ entries keep the SNS error code');
+  check(r.sns.requests.length <= 3, `expired-backoff: not one request per 10 events (${r.sns.requests.length} requests)`);
+}
+
 if (want('fifo')) {
   const evs = events(300, { groups: 9 });
   // Every 3rd event without a webhook id: dedup id = SHA-256 of the body.

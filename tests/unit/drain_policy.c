@@ -216,3 +216,28 @@ TEST(outcome_to_action) {
   CHECK_INT(backoff_decide(SNS_RETRY, 0, now, day), ==, BACKOFF_RETRY);
   CHECK_STR(backoff_action_name(BACKOFF_DEAD_EXPIRED), "dead_expired");
 }
+
+TEST(expiry_rule) {
+  const int64_t now = 1700000000000, day = 86400000;
+  CHECK_INT(backoff_expired(now - day - 1, now, day), ==, 1);
+  CHECK_INT(backoff_expired(now - day, now, day), ==, 0); /* the limit itself is not expired */
+  CHECK_INT(backoff_expired(now - 1000, now, day), ==, 0);
+  CHECK_INT(backoff_expired(0, now, day), ==, 0);           /* unknown receive time */
+  CHECK_INT(backoff_expired(now - 3 * day, now, 0), ==, 0); /* no age limit */
+  /* backoff_decide() uses the same rule. */
+  for (int64_t age = day - 2; age <= day + 2; age++)
+    CHECK_INT(backoff_decide(SNS_RETRY, now - age, now, day) == BACKOFF_DEAD_EXPIRED, ==,
+              backoff_expired(now - age, now, day));
+}
+
+/* Only whole-request transient failures back the whole drainer off; a 200
+ * (even with Failed entries), a refused message or a configuration error
+ * do not. */
+TEST(whole_drainer_backoff_outcomes) {
+  CHECK_INT(backoff_whole_drainer(SNS_UNREACHABLE), ==, 1);
+  CHECK_INT(backoff_whole_drainer(SNS_RETRY), ==, 1);
+  CHECK_INT(backoff_whole_drainer(SNS_THROTTLED), ==, 1);
+  CHECK_INT(backoff_whole_drainer(SNS_OK), ==, 0);
+  CHECK_INT(backoff_whole_drainer(SNS_PERMANENT), ==, 0);
+  CHECK_INT(backoff_whole_drainer(SNS_CONFIG), ==, 0);
+}
