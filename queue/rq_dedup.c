@@ -41,75 +41,130 @@ static size_t id_key(const char *id, uint8_t *buf) {
 }
 
 /* Table hash of key bytes: FNV-1a, then a mixer so that the low bits used
- * for the slot are well spread. Never 0 (0 marks an empty slot). */
+ * for the slot are well spread. Never 0 or 1 (empty and removed slots). */
 static uint64_t id_hash(const uint8_t *p, size_t n) {
   uint64_t h = 1469598103934665603ull;
   for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 1099511628211ull;
   h ^= h >> 33;
   h *= 0xff51afd7ed558ccdull;
   h ^= h >> 33;
-  return h ? h : 1;
+  return h > 1 ? h : h + 2;
 }
 
-/* ---- the table (open addressing, linear probing); callers hold dmu ---- */
+/* ---- the table (open addressing, linear probing); callers hold dmu ----
+ *
+ * Growing is incremental: a full rehash of a few hundred thousand ids took
+ * about 30 ms, on the writer thread, inside a commit. When the table fills
+ * up, it becomes `old` (read-only but for tombstones) and a table twice the
+ * size takes the inserts; every insert then moves a few of old's slots over,
+ * so old is empty well before the new one fills. An id is in exactly one of
+ * them. Only old ever holds tombstones (a removed slot must not end the probe
+ * of entries behind it); the current table deletes by backward shift. */
 
-static size_t slot_of(const rq_dedup_table *d, uint64_t h) {
-  size_t i = (size_t)h & (d->cap - 1);
-  while (d->slots[i].h && d->slots[i].h != h) i = (i + 1) & (d->cap - 1);
+#define SLOT_EMPTY 0
+#define SLOT_TOMB 1          /* removed from old */
+#define MIGRATE_PER_PUT 4    /* old slots moved per insert while growing */
+
+static bool live(uint64_t h) {
+  return h > SLOT_TOMB;
+}
+
+/* Slot of h in t, or the empty slot ending its probe (t has room). */
+static size_t probe(const rq_dedup_slot *t, size_t cap, uint64_t h) {
+  size_t i = (size_t)h & (cap - 1);
+  while (t[i].h != SLOT_EMPTY && t[i].h != h) i = (i + 1) & (cap - 1);
   return i;
 }
 
-static int table_grow(rq_dedup_table *d) {
-  size_t ncap = d->cap ? d->cap * 2 : 1024;
-  rq_dedup_slot *old = d->slots;
-  size_t ocap = d->cap;
-  d->slots = calloc(ncap, sizeof *d->slots);
-  if (!d->slots) {
-    d->slots = old;
-    return -ENOMEM;
+static void insert_new(rq_dedup_table *d, uint64_t h, int64_t t) {
+  size_t i = probe(d->slots, d->cap, h);
+  if (d->slots[i].h == SLOT_EMPTY) d->n++;
+  d->slots[i] = (rq_dedup_slot){h, t};
+}
+
+static void migrate(rq_dedup_table *d, size_t count) {
+  while (d->old && count--) {
+    rq_dedup_slot *s = &d->old[d->mig];
+    if (live(s->h)) {
+      insert_new(d, s->h, s->t);
+      s->h = SLOT_TOMB;
+      d->old_n--;
+    }
+    if (++d->mig == d->old_cap || d->old_n == 0) {
+      free(d->old);
+      d->old = NULL;
+      d->old_cap = d->old_n = d->mig = 0;
+    }
   }
-  d->cap = ncap;
-  for (size_t i = 0; i < ocap; i++)
-    if (old[i].h) d->slots[slot_of(d, old[i].h)] = old[i];
-  free(old);
-  return 0;
 }
 
 static int table_put(rq_dedup_table *d, uint64_t h, int64_t t) {
-  if ((d->n + 1) * 10 > d->cap * 7) {
-    int rc = table_grow(d);
-    if (rc) return rc;
+  if (d->old) { /* the id may still be in old: it moves with this update */
+    size_t i = probe(d->old, d->old_cap, h);
+    if (d->old[i].h == h) {
+      d->old[i].h = SLOT_TOMB;
+      d->old_n--;
+    }
+  } else if ((d->n + 1) * 10 > d->cap * 7) {
+    size_t ncap = d->cap ? d->cap * 2 : 1024;
+    rq_dedup_slot *fresh = calloc(ncap, sizeof *fresh);
+    if (!fresh) return -ENOMEM;
+    d->old = d->slots;
+    d->old_cap = d->cap;
+    d->old_n = d->n;
+    d->mig = 0;
+    d->slots = fresh;
+    d->cap = ncap;
+    d->n = 0;
   }
-  size_t i = slot_of(d, h);
-  if (!d->slots[i].h) d->n++;
-  d->slots[i] = (rq_dedup_slot){h, t};
+  insert_new(d, h, t);
+  migrate(d, MIGRATE_PER_PUT);
   return 0;
 }
 
 static bool table_get(const rq_dedup_table *d, uint64_t h, int64_t *t) {
-  if (!d->cap) return false;
-  size_t i = slot_of(d, h);
-  if (!d->slots[i].h) return false;
-  *t = d->slots[i].t;
-  return true;
+  if (d->cap) {
+    size_t i = probe(d->slots, d->cap, h);
+    if (d->slots[i].h == h) {
+      *t = d->slots[i].t;
+      return true;
+    }
+  }
+  if (d->old) {
+    size_t i = probe(d->old, d->old_cap, h);
+    if (d->old[i].h == h) {
+      *t = d->old[i].t;
+      return true;
+    }
+  }
+  return false;
 }
 
-/* Removes h if it still maps to t (a later sighting keeps it). Backward
- * shift deletion, so probes never need tombstones. */
+/* Removes h if it still maps to t (a later sighting keeps it). */
 static void table_del_if(rq_dedup_table *d, uint64_t h, int64_t t) {
+  if (d->old) {
+    size_t i = probe(d->old, d->old_cap, h);
+    if (d->old[i].h == h) {
+      if (d->old[i].t == t) {
+        d->old[i].h = SLOT_TOMB;
+        d->old_n--;
+      }
+      return;
+    }
+  }
   if (!d->cap) return;
-  size_t i = slot_of(d, h);
-  if (!d->slots[i].h || d->slots[i].t != t) return;
-  size_t mask = d->cap - 1;
-  for (size_t j = (i + 1) & mask; d->slots[j].h; j = (j + 1) & mask) {
+  size_t mask = d->cap - 1, i = probe(d->slots, d->cap, h);
+  if (d->slots[i].h != h || d->slots[i].t != t) return;
+  /* Backward shift: move each later entry of the run back into the hole
+   * unless its home slot lies cyclically in (hole, its slot]. */
+  for (size_t j = (i + 1) & mask; d->slots[j].h != SLOT_EMPTY; j = (j + 1) & mask) {
     size_t home = (size_t)d->slots[j].h & mask;
-    /* Move j back into the hole unless its home lies cyclically in (i, j]. */
     if (((j - home) & mask) >= ((j - i) & mask)) {
       d->slots[i] = d->slots[j];
       i = j;
     }
   }
-  d->slots[i].h = 0;
+  d->slots[i].h = SLOT_EMPTY;
   d->n--;
 }
 
@@ -142,6 +197,7 @@ int rq_dedup_load(rq_env *env, MDB_txn *txn) {
 
 void rq_dedup_free(rq_env *env) {
   free(env->dedup.slots);
+  free(env->dedup.old);
   env->dedup = (rq_dedup_table){0};
 }
 

@@ -92,14 +92,15 @@ typedef struct {
   uint64_t ready_count, ready_bytes, dlq_count, dlq_bytes;
 } rq_counters;
 
-/* Dedup table (rq_dedup.c): 64-bit id hash -> seen ms; h = 0 is empty. */
+/* Dedup table (rq_dedup.c): 64-bit id hash -> seen ms; h 0 = empty, 1 =
+ * removed. While it grows, `old` is the previous table being moved over. */
 typedef struct {
   uint64_t h;
   int64_t t;
 } rq_dedup_slot;
 typedef struct {
-  rq_dedup_slot *slots;
-  size_t cap, n;
+  rq_dedup_slot *slots, *old;
+  size_t cap, n, old_cap, old_n, mig;
 } rq_dedup_table;
 
 /* Set of leased seqs (open addressing, linear probing, 0 = empty). */

@@ -627,6 +627,57 @@ TEST(dedup_window_expiry) {
   rq_env_close(env);
 }
 
+/* The in-memory table through many growths (it grows incrementally) with
+ * expiry deleting along the way, and rebuilt from the log on reopen. */
+TEST(dedup_table_many_ids) {
+  rq_options o = {.dedup_window_s = 10};
+  rq_env *env = open_env(&o);
+  int64_t start = wall_ms();
+  enum { N = 60000, BATCH = 2000 };
+  char id[48];
+  rq_txn *t;
+  for (int b = 0; b < 2 * N; b += BATCH) {
+    CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+    for (int i = b; i < b + BATCH; i++) {
+      /* Even ids expire about a second from now, odd ones stay. */
+      snprintf(id, sizeof id, "%08x-many-%d", (unsigned)(i * 2654435761u), i);
+      rq_record r = mkrec("{}", id, "t", NULL);
+      r.received_ms = i % 2 ? start : start - 9000;
+      CHECK_INT(rq_txn_append(t, &r, NULL), ==, 0);
+    }
+    CHECK_INT(rq_txn_commit(t), ==, 0);
+  }
+  for (int i = 0; i < 2 * N; i += 7) {
+    snprintf(id, sizeof id, "%08x-many-%d", (unsigned)(i * 2654435761u), i);
+    CHECK_INT(rq_dedup_seen(env, id, start), ==, 1);
+  }
+  CHECK_INT(rq_dedup_seen(env, "never-seen", start), ==, 0);
+  while (wall_ms() < start + 1100) {
+    struct timespec pause = {0, 50000000};
+    nanosleep(&pause, NULL);
+  }
+  rq_stats st;
+  int rounds = 0;
+  do {
+    CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+    CHECK_INT(rq_txn_commit(t), ==, 0);
+    CHECK_INT(rq_stat(env, &st), ==, 0);
+  } while (st.dedup_entries > N && ++rounds < 10000);
+  CHECK_INT(st.dedup_entries, ==, N);
+  int64_t now = wall_ms();
+  for (int i = 0; i < 2 * N; i += 7) {
+    snprintf(id, sizeof id, "%08x-many-%d", (unsigned)(i * 2654435761u), i);
+    CHECK_INT(rq_dedup_seen(env, id, now), ==, i % 2);
+  }
+  rq_env_close(env);
+  env = open_env(&o); /* the table again, from the log */
+  for (int i = 0; i < 2 * N; i += 7) {
+    snprintf(id, sizeof id, "%08x-many-%d", (unsigned)(i * 2654435761u), i);
+    CHECK_INT(rq_dedup_seen(env, id, now), ==, i % 2);
+  }
+  rq_env_close(env);
+}
+
 /* Ids of a batch that did not commit are not duplicates afterwards, and
  * the index is the writer's: a read-only env cannot answer. */
 TEST(dedup_after_abort_and_readonly) {
