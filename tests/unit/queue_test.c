@@ -629,6 +629,10 @@ TEST(dedup_window_expiry) {
 
 /* The in-memory table through many growths (it grows incrementally) with
  * expiry deleting along the way, and rebuilt from the log on reopen. */
+static void many_id(char *buf, size_t n, int i) {
+  snprintf(buf, n, "%08x-many-%d", (unsigned)i * 2654435761u, i);
+}
+
 TEST(dedup_table_many_ids) {
   rq_options o = {.dedup_window_s = 10};
   rq_env *env = open_env(&o);
@@ -640,7 +644,7 @@ TEST(dedup_table_many_ids) {
     CHECK_INT(rq_txn_begin(env, &t), ==, 0);
     for (int i = b; i < b + BATCH; i++) {
       /* Even ids expire about a second from now, odd ones stay. */
-      snprintf(id, sizeof id, "%08x-many-%d", (unsigned)(i * 2654435761u), i);
+      many_id(id, sizeof id, i);
       rq_record r = mkrec("{}", id, "t", NULL);
       r.received_ms = i % 2 ? start : start - 9000;
       CHECK_INT(rq_txn_append(t, &r, NULL), ==, 0);
@@ -648,7 +652,7 @@ TEST(dedup_table_many_ids) {
     CHECK_INT(rq_txn_commit(t), ==, 0);
   }
   for (int i = 0; i < 2 * N; i += 7) {
-    snprintf(id, sizeof id, "%08x-many-%d", (unsigned)(i * 2654435761u), i);
+    many_id(id, sizeof id, i);
     CHECK_INT(rq_dedup_seen(env, id, start), ==, 1);
   }
   CHECK_INT(rq_dedup_seen(env, "never-seen", start), ==, 0);
@@ -666,13 +670,13 @@ TEST(dedup_table_many_ids) {
   CHECK_INT(st.dedup_entries, ==, N);
   int64_t now = wall_ms();
   for (int i = 0; i < 2 * N; i += 7) {
-    snprintf(id, sizeof id, "%08x-many-%d", (unsigned)(i * 2654435761u), i);
+    many_id(id, sizeof id, i);
     CHECK_INT(rq_dedup_seen(env, id, now), ==, i % 2);
   }
   rq_env_close(env);
   env = open_env(&o); /* the table again, from the log */
   for (int i = 0; i < 2 * N; i += 7) {
-    snprintf(id, sizeof id, "%08x-many-%d", (unsigned)(i * 2654435761u), i);
+    many_id(id, sizeof id, i);
     CHECK_INT(rq_dedup_seen(env, id, now), ==, i % 2);
   }
   rq_env_close(env);
