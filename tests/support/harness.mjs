@@ -495,6 +495,16 @@ export async function killBursts({ events = 2000, clients = 16, kills = 3, commi
       // Only ingest commits from here on: the drainer is paused, so the
       // commit that dies is one holding webhook requests.
       await admin(stack.relayd, 'POST', '/v1/pause');
+      // Requests already in flight to SNS still finish after the pause, and
+      // their acks make commits of their own: arm the kill only once they
+      // are settled (no lease left), or the commit that dies may hold no
+      // webhook request at all.
+      const t2 = Date.now();
+      for (;;) {
+        const s = await stats(stack.relayd);
+        if ((s.inflight === 0 && s.inflight_requests === 0) || Date.now() - t2 > 10000) break;
+        await sleep(5);
+      }
       fs.writeFileSync(killFile, 'kill\n');
       const t1 = Date.now();
       while (stack.relayd.proc.exitCode === null && stack.relayd.proc.signalCode === null && Date.now() - t1 < 20000) await sleep(5);
