@@ -244,17 +244,18 @@ int rq_dedup_prune(rq_txn *t) {
   if (rc) return rq_mdb_err(rc);
   MDB_val k, v;
   uint64_t n = 0;
+  pthread_mutex_lock(&env->dmu); /* once per bite, not per entry */
   for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0 && n < budget; n++) {
-    if (k.mv_size < 8 || (int64_t)rq_get_be64(k.mv_data) >= cutoff) break;
-    uint64_t h = id_hash((const uint8_t *)k.mv_data + 8, k.mv_size - 8);
+    if (k.mv_size < 8) break;
     int64_t seen = (int64_t)rq_get_be64(k.mv_data);
+    if (seen >= cutoff) break;
+    uint64_t h = id_hash((const uint8_t *)k.mv_data + 8, k.mv_size - 8);
     if ((rc = mdb_cursor_del(c, 0))) break;
-    pthread_mutex_lock(&env->dmu);
     table_del_if(&env->dedup, h, seen);
-    pthread_mutex_unlock(&env->dmu);
     /* After a delete, MDB_NEXT gives the entry that took the deleted one's place. */
     rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
   }
+  pthread_mutex_unlock(&env->dmu);
   mdb_cursor_close(c);
   return rc == 0 || rc == MDB_NOTFOUND ? 0 : rq_mdb_err(rc);
 }
