@@ -81,53 +81,66 @@ uint64_t rq_get_be64(const void *p) {
   return x;
 }
 
-/* ---- lease set ----------------------------------------------------------- */
+/* ---- seq sets and maps -------------------------------------------------- */
 
 static size_t seq_hash(uint64_t s, size_t cap) {
   return (size_t)((s * 0x9E3779B97F4A7C15ull) >> 17) & (cap - 1);
 }
 
-static bool seqset_has(const rq_seqset *s, uint64_t seq) {
-  if (!s->n) return false;
-  for (size_t i = seq_hash(seq, s->cap);; i = (i + 1) & (s->cap - 1)) {
-    if (s->slots[i] == seq) return true;
-    if (s->slots[i] == 0) return false;
-  }
-}
-
-static int seqset_add(rq_seqset *s, uint64_t seq) {
-  if ((s->n + 1) * 2 > s->cap) {
-    size_t ncap = s->cap ? s->cap * 2 : 256;
-    uint64_t *ns = calloc(ncap, sizeof *ns);
-    if (!ns) return -ENOMEM;
-    for (size_t i = 0; i < s->cap; i++) {
-      uint64_t v = s->slots[i];
-      if (!v) continue;
-      size_t j = seq_hash(v, ncap);
-      while (ns[j]) j = (j + 1) & (ncap - 1);
-      ns[j] = v;
-    }
-    free(s->slots);
-    s->slots = ns;
-    s->cap = ncap;
-  }
+/* Slot of seq, or of the empty slot where it would go. */
+static size_t seqset_slot(const rq_seqset *s, uint64_t seq) {
   size_t i = seq_hash(seq, s->cap);
   while (s->slots[i] && s->slots[i] != seq) i = (i + 1) & (s->cap - 1);
+  return i;
+}
+
+bool rq_seqset_has(const rq_seqset *s, uint64_t seq) {
+  return s->n && s->slots[seqset_slot(s, seq)] == seq;
+}
+
+void *rq_seqset_get(const rq_seqset *s, uint64_t seq) {
+  if (!s->n) return NULL;
+  size_t i = seqset_slot(s, seq);
+  return s->slots[i] == seq && s->vals ? s->vals[i] : NULL;
+}
+
+int rq_seqset_put(rq_seqset *s, uint64_t seq, void *val) {
+  if ((s->n + 1) * 2 > s->cap) {
+    size_t ncap = s->cap ? s->cap * 2 : 256;
+    rq_seqset ns = {calloc(ncap, sizeof *ns.slots), NULL, ncap, s->n};
+    if (!ns.slots) return -ENOMEM;
+    if (s->vals || val) {
+      if (!(ns.vals = calloc(ncap, sizeof *ns.vals))) {
+        free(ns.slots);
+        return -ENOMEM;
+      }
+    }
+    for (size_t i = 0; i < s->cap; i++) {
+      if (!s->slots[i]) continue;
+      size_t j = seqset_slot(&ns, s->slots[i]);
+      ns.slots[j] = s->slots[i];
+      if (s->vals) ns.vals[j] = s->vals[i];
+    }
+    free(s->slots);
+    free(s->vals);
+    *s = ns;
+  } else if (val && !s->vals) {
+    if (!(s->vals = calloc(s->cap, sizeof *s->vals))) return -ENOMEM;
+  }
+  size_t i = seqset_slot(s, seq);
   if (!s->slots[i]) {
     s->slots[i] = seq;
     s->n++;
   }
+  if (s->vals) s->vals[i] = val;
   return 0;
 }
 
 /* Deletion with backward shift keeps probe chains intact without tombstones. */
-static void seqset_del(rq_seqset *s, uint64_t seq) {
+void rq_seqset_del(rq_seqset *s, uint64_t seq) {
   if (!s->n) return;
-  size_t mask = s->cap - 1, i = seq_hash(seq, s->cap);
-  while (s->slots[i] != seq) {
-    if (!s->slots[i]) return;
-    i = (i + 1) & mask;
-  }
+  size_t mask = s->cap - 1, i = seqset_slot(s, seq);
+  if (s->slots[i] != seq) return;
   s->slots[i] = 0;
   s->n--;
   for (size_t j = (i + 1) & mask; s->slots[j]; j = (j + 1) & mask) {
@@ -136,9 +149,16 @@ static void seqset_del(rq_seqset *s, uint64_t seq) {
     if ((j > i && (h <= i || h > j)) || (j < i && (h <= i && h > j))) {
       s->slots[i] = s->slots[j];
       s->slots[j] = 0;
+      if (s->vals) s->vals[i] = s->vals[j];
       i = j;
     }
   }
+}
+
+void rq_seqset_free(rq_seqset *s) {
+  free(s->slots);
+  free(s->vals);
+  *s = (rq_seqset){0};
 }
 
 /* ---- meta ---------------------------------------------------------------- */
@@ -205,8 +225,14 @@ static int move_counters(rq_env *env, MDB_txn *txn) {
  * records is O(1) per DB (no tree walk), so this is cheap enough to run
  * after every commit. */
 uint64_t rq_used_bytes_in(rq_env *env, MDB_txn *txn) {
-  MDB_dbi dbis[] = {
-      0, 1, env->db_ready, env->db_state, env->db_dlq, env->db_dedup_time, env->db_meta, env->db_bodies};
+  MDB_dbi dbis[] = {0,
+                    1,
+                    env->db_ready,
+                    env->db_state,
+                    env->db_dlq,
+                    env->db_dedup_time,
+                    env->db_meta,
+                    env->db_bodies};
   size_t ndbis = sizeof dbis / sizeof dbis[0] - (env->no_bodies ? 1 : 0);
   uint64_t pages = 2; /* the two meta pages */
   unsigned psize = 4096;
@@ -226,9 +252,9 @@ static int open_dbis(rq_env *env, MDB_txn *txn, unsigned flags) {
   struct {
     const char *name;
     MDB_dbi *dbi;
-  } dbs[] = {
-      {"ready", &env->db_ready}, {"bodies", &env->db_bodies}, {"state", &env->db_state},
-      {"dlq", &env->db_dlq},     {"dedup_time", &env->db_dedup_time}, {"meta", &env->db_meta}};
+  } dbs[] = {{"ready", &env->db_ready},           {"bodies", &env->db_bodies},
+             {"state", &env->db_state},           {"dlq", &env->db_dlq},
+             {"dedup_time", &env->db_dedup_time}, {"meta", &env->db_meta}};
   for (size_t i = 0; i < sizeof dbs / sizeof dbs[0]; i++) {
     int rc = mdb_dbi_open(txn, dbs[i].name, flags, dbs[i].dbi);
     /* A format 1 queue opened read-only has no `bodies` (all inline). */
@@ -417,7 +443,8 @@ void rq_env_close(rq_env *env) {
   pthread_mutex_destroy(&env->mu);
   pthread_mutex_destroy(&env->dmu);
   rq_dedup_free(env);
-  free(env->leased.slots);
+  rq_seqset_free(&env->leased);
+  rq_fifo_drop(env);
   free(env);
 }
 
@@ -566,11 +593,16 @@ static int txn_end(rq_txn *t, bool commit) {
   if (nrel) {
     pthread_mutex_lock(&env->mu);
     for (size_t i = 0; i < nrel; i++) {
-      seqset_del(&env->leased, rel[i].seq);
-      if (!commit || rc) /* the batch did not happen: every record is ready now */
+      rq_seqset_del(&env->leased, rel[i].seq);
+      if (!commit || rc) { /* the batch did not happen: every record is ready now */
         scan_note_release(env, rel[i].seq, 0);
-      else if (rel[i].due != RQ_DUE_GONE)
+        rq_fifo_note(env, rel[i].seq, false, 0);
+      } else if (rel[i].due != RQ_DUE_GONE) {
         scan_note_release(env, rel[i].seq, rel[i].due);
+        rq_fifo_note(env, rel[i].seq, false, rel[i].due);
+      } else {
+        rq_fifo_note(env, rel[i].seq, true, 0);
+      }
     }
     pthread_mutex_unlock(&env->mu);
   }
@@ -919,64 +951,14 @@ int rq_txn_dead(rq_txn *t, uint64_t seq, int64_t now_ms, const char *reason, con
 
 /* ---- reading the ready queue ---------------------------------------------- */
 
-/* Groups seen during one FIFO scan; keys point into the map. */
-typedef struct {
-  struct gslot {
-    const uint8_t *p;
-    size_t n;
-    bool used;
-  } * slots;
-  size_t cap, n;
-} groupset;
-
-static uint64_t fnv(const uint8_t *p, size_t n) {
-  uint64_t h = 1469598103934665603ull;
-  for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 1099511628211ull;
-  return h;
-}
-
-static bool group_has(const groupset *g, const uint8_t *p, size_t n) {
-  if (!g->n) return false;
-  for (size_t i = fnv(p, n) & (g->cap - 1);; i = (i + 1) & (g->cap - 1)) {
-    if (!g->slots[i].used) return false;
-    if (g->slots[i].n == n && memcmp(g->slots[i].p, p, n) == 0) return true;
-  }
-}
-
-static int group_add(groupset *g, const uint8_t *p, size_t n) {
-  if ((g->n + 1) * 2 > g->cap) {
-    size_t ncap = g->cap ? g->cap * 2 : 64;
-    struct gslot *ns = calloc(ncap, sizeof *ns);
-    if (!ns) return -ENOMEM;
-    for (size_t i = 0; i < g->cap; i++) {
-      if (!g->slots[i].used) continue;
-      size_t j = fnv(g->slots[i].p, g->slots[i].n) & (ncap - 1);
-      while (ns[j].used) j = (j + 1) & (ncap - 1);
-      ns[j] = g->slots[i];
-    }
-    free(g->slots);
-    g->slots = ns;
-    g->cap = ncap;
-  }
-  size_t i = fnv(p, n) & (g->cap - 1);
-  while (g->slots[i].used) {
-    if (g->slots[i].n == n && memcmp(g->slots[i].p, p, n) == 0) return 0;
-    i = (i + 1) & (g->cap - 1);
-  }
-  g->slots[i] = (struct gslot){p, n, true};
-  g->n++;
-  return 0;
-}
-
-/* One ready record during a scan: its raw value, its retry state (if it was
- * nacked) and whether this process leases it. Decoding the record is left to
+/* One ready record during a scan (not leased by this process): its raw
+ * value and its retry state (if it was nacked). Decoding the record is left to
  * the callback, so records that are skipped (leased, not due) cost no more
  * than a cursor step and a look at their small state value. */
 typedef struct {
   uint64_t seq;
   MDB_val raw;
   const rq_view *state; /* NULL: never nacked, due now */
-  bool leased;
 } scan_item;
 
 typedef int (*scan_fn)(void *arg, const scan_item *it);
@@ -996,8 +978,8 @@ static int64_t item_due(const scan_item *it) {
 /* Walks ready records in seq order from seq `from` on. `fn` returns 0 to
  * continue, 1 to stop, <0 on error. *last is the last seq looked at (leased
  * ones skipped here included), unchanged when there was none. */
-static int scan_ready(rq_env *env, MDB_txn *txn, uint64_t from, bool want_leased, scan_fn fn,
-                      void *arg, uint64_t *last) {
+static int scan_ready(rq_env *env, MDB_txn *txn, uint64_t from, scan_fn fn, void *arg,
+                      uint64_t *last) {
   MDB_cursor *rcur, *scur;
   int rc = mdb_cursor_open(txn, env->db_ready, &rcur);
   if (rc) return rq_mdb_err(rc);
@@ -1017,8 +999,7 @@ static int scan_ready(rq_env *env, MDB_txn *txn, uint64_t from, bool want_leased
     if (k.mv_size != 8) continue;
     scan_item it = {.seq = rq_get_be64(k.mv_data), .raw = v};
     *last = it.seq;
-    it.leased = seqset_has(&env->leased, it.seq);
-    if (it.leased && !want_leased) continue;
+    if (rq_seqset_has(&env->leased, it.seq)) continue;
     /* Merge-join with the state DB: both are keyed by seq. */
     if (skey < it.seq) {
       uint8_t kb[8];
@@ -1051,43 +1032,13 @@ typedef struct {
   MDB_txn *txn;
   int64_t now;
   size_t max, n, cap;
-  bool fifo;
-  groupset groups;
   rq_record *out;
   int64_t next_due;
   int64_t skipped_due; /* earliest next attempt among records skipped as not due */
 } lease_ctx;
 
-/* Group of a record for FIFO mode: cid, else type; NULL = ungrouped. */
-static const uint8_t *group_of(const rq_view *v, size_t *n) {
-  int f = rq_view_has(v, RQ_F_CID) ? RQ_F_CID : rq_view_has(v, RQ_F_TYPE) ? RQ_F_TYPE : -1;
-  if (f < 0) return NULL;
-  *n = v->len[f];
-  return v->ptr[f];
-}
-
-/* FIFO bookkeeping: returns 1 when the record's group is already blocked,
- * else marks the group blocked (its head is this record) and returns 0. */
-static int fifo_gate(lease_ctx *c, const rq_view *v) {
-  size_t gn = 0;
-  const uint8_t *g = group_of(v, &gn);
-  if (!g) return 0;
-  if (group_has(&c->groups, g, gn)) return 1;
-  return group_add(&c->groups, g, gn);
-}
-
-static int lease_one(void *arg, const scan_item *it) {
-  lease_ctx *c = arg;
-  bool due = item_due(it) <= c->now;
-  if (!due && item_due(it) < c->skipped_due) c->skipped_due = item_due(it);
-  if (!c->fifo && (it->leased || !due)) return 0;
-  rq_view v;
-  if (item_view(it, &v)) return 0; /* undecodable: rq_verify's job */
-  if (c->fifo) {
-    int g = fifo_gate(c, &v);
-    if (g) return g < 0 ? g : 0;
-    if (it->leased || !due) return 0;
-  }
+/* Leases one decoded record: 0, RQ_CORRUPT (no body: skip it), <0. */
+static int lease_take(lease_ctx *c, uint64_t seq, rq_view *v) {
   if (c->n == c->cap) {
     size_t ncap = c->cap ? c->cap * 2 : 16;
     if (ncap > c->max) ncap = c->max;
@@ -1096,16 +1047,47 @@ static int lease_one(void *arg, const scan_item *it) {
     c->out = n;
     c->cap = ncap;
   }
-  int rc = rq_ready_body(c->txn, c->env, it->seq, &v);
-  if (rc) return rc == RQ_CORRUPT ? 0 : rc; /* body missing: rq_verify's job */
-  if ((rc = rq_materialize(&v, &c->out[c->n]))) return rc;
-  c->out[c->n].seq = it->seq;
-  if ((rc = seqset_add(&c->env->leased, it->seq))) {
+  int rc = rq_ready_body(c->txn, c->env, seq, v);
+  if (rc) return rc; /* RQ_CORRUPT: body missing, rq_verify's job */
+  if ((rc = rq_materialize(v, &c->out[c->n]))) return rc;
+  c->out[c->n].seq = seq;
+  if ((rc = rq_seqset_put(&c->env->leased, seq, NULL))) {
     rq_record_free(&c->out[c->n]);
     return rc;
   }
   c->n++;
+  return 0;
+}
+
+static int lease_one(void *arg, const scan_item *it) {
+  lease_ctx *c = arg;
+  if (item_due(it) > c->now) {
+    if (item_due(it) < c->skipped_due) c->skipped_due = item_due(it);
+    return 0;
+  }
+  rq_view v;
+  if (item_view(it, &v)) return 0; /* undecodable: rq_verify's job */
+  int rc = lease_take(c, it->seq, &v);
+  if (rc) return rc == RQ_CORRUPT ? 0 : rc;
   return c->n == c->max ? 1 : 0;
+}
+
+/* rq_fifo_lease's take: a group head, with its retry state merged in. */
+static int fifo_take(void *arg, uint64_t seq, const MDB_val *raw, MDB_txn *txn) {
+  lease_ctx *c = arg;
+  rq_view v, st;
+  int rc = rq_ready_header(raw, seq, &v);
+  if (rc) return 1;
+  uint8_t kb[8];
+  rq_put_be64(kb, seq);
+  MDB_val k = {8, kb}, sv;
+  rc = mdb_get(txn, c->env->db_state, &k, &sv);
+  if (rc == 0 && rq_decode(sv.mv_data, sv.mv_size, &st, false) == 0)
+    rq_view_overlay_state(&v, &st);
+  else if (rc && rc != MDB_NOTFOUND)
+    return rq_mdb_err(rc);
+  rc = lease_take(c, seq, &v);
+  return rc == RQ_CORRUPT ? 1 : rc;
 }
 
 /* Where a non-FIFO scan may start (env->mu held). Every ready record below
@@ -1143,11 +1125,8 @@ int rq_lease(rq_env *env, int64_t now_ms, size_t max, unsigned flags, rq_record 
   *out = NULL;
   if (max == 0) return 0;
   if (max > INT_MAX) max = INT_MAX;
-  lease_ctx c = {.env = env,
-                 .now = now_ms,
-                 .max = max,
-                 .fifo = (flags & RQ_LEASE_FIFO) != 0,
-                 .skipped_due = INT64_MAX};
+  bool fifo = (flags & RQ_LEASE_FIFO) != 0;
+  lease_ctx c = {.env = env, .now = now_ms, .max = max, .skipped_due = INT64_MAX};
   /* env->mu is held from before the snapshot until the leases are
    * recorded, so a concurrent commit releasing a lease (after its
    * mdb_txn_commit) cannot make us lease a record it just removed. */
@@ -1158,17 +1137,22 @@ int rq_lease(rq_env *env, int64_t now_ms, size_t max, unsigned flags, rq_record 
     pthread_mutex_unlock(&env->mu);
     return rq_mdb_err(rc);
   }
-  /* FIFO scans start at the head: a record's group head decides for it. */
-  uint64_t from = c.fifo ? 0 : scan_start(env, now_ms), last = 0;
   c.txn = txn;
-  rc = scan_ready(env, txn, from, c.fifo, lease_one, &c, &last);
+  if (fifo) {
+    rc = rq_fifo_lease(env, txn, now_ms, fifo_take, &c, max);
+  } else {
+    rq_fifo_drop(env); /* it cannot follow leases of non-head records */
+    uint64_t from = scan_start(env, now_ms), last = 0;
+    rc = scan_ready(env, txn, from, lease_one, &c, &last);
+    if (rc >= 0) scan_advance(env, from, last, c.skipped_due);
+  }
   mdb_txn_abort(txn);
   if (rc < 0)
-    for (size_t i = 0; i < c.n; i++) seqset_del(&env->leased, c.out[i].seq);
-  else if (!c.fifo)
-    scan_advance(env, from, last, c.skipped_due);
+    for (size_t i = 0; i < c.n; i++) {
+      rq_seqset_del(&env->leased, c.out[i].seq);
+      if (fifo) rq_fifo_note(env, c.out[i].seq, false, 0);
+    }
   pthread_mutex_unlock(&env->mu);
-  free(c.groups.slots);
   if (rc < 0) {
     rq_records_free(c.out, c.n);
     return rc;
@@ -1179,8 +1163,9 @@ int rq_lease(rq_env *env, int64_t now_ms, size_t max, unsigned flags, rq_record 
 
 void rq_release(rq_env *env, uint64_t seq) {
   pthread_mutex_lock(&env->mu);
-  seqset_del(&env->leased, seq);
+  rq_seqset_del(&env->leased, seq);
   scan_note_release(env, seq, 0);
+  rq_fifo_note(env, seq, false, 0);
   pthread_mutex_unlock(&env->mu);
 }
 
@@ -1193,13 +1178,6 @@ size_t rq_leased_count(rq_env *env) {
 
 static int due_one(void *arg, const scan_item *it) {
   lease_ctx *c = arg;
-  if (c->fifo) {
-    rq_view v;
-    if (item_view(it, &v)) return 0;
-    int g = fifo_gate(c, &v);
-    if (g) return g < 0 ? g : 0;
-  }
-  if (it->leased) return 0;
   int64_t due = item_due(it);
   if (due <= 0) {
     c->next_due = 0;
@@ -1210,23 +1188,24 @@ static int due_one(void *arg, const scan_item *it) {
 }
 
 int64_t rq_next_due_ms_flags(rq_env *env, unsigned flags) {
-  lease_ctx c = {.env = env, .fifo = (flags & RQ_LEASE_FIFO) != 0, .next_due = INT64_MAX};
+  int64_t next = INT64_MAX;
   pthread_mutex_lock(&env->mu);
   MDB_txn *txn;
   int rc = mdb_txn_begin(env->mdb, NULL, MDB_RDONLY, &txn);
   if (rc == 0) {
-    /* Below scan_from nothing is due before scan_due (a lower bound). */
-    uint64_t from = 0, last = 0;
-    if (!c.fifo) {
-      from = env->scan_from;
-      c.next_due = env->scan_due;
+    if (flags & RQ_LEASE_FIFO) {
+      next = rq_fifo_next_due(env, txn);
+    } else {
+      /* Below scan_from nothing is due before scan_due (a lower bound). */
+      lease_ctx c = {.env = env, .next_due = env->scan_due};
+      uint64_t last = 0;
+      scan_ready(env, txn, env->scan_from, due_one, &c, &last);
+      next = c.next_due;
     }
-    scan_ready(env, txn, from, c.fifo, due_one, &c, &last);
     mdb_txn_abort(txn);
   }
   pthread_mutex_unlock(&env->mu);
-  free(c.groups.slots);
-  return c.next_due;
+  return next;
 }
 
 int64_t rq_next_due_ms(rq_env *env) {

@@ -219,8 +219,14 @@ void rq_set_commit_hook(rq_env *env, rq_commit_hook hook, void *arg);
  * do not decode are skipped (rq_verify() quarantines them). A lease ends
  * with rq_release() or when a batch acking/nacking/dead-lettering it ends
  * (commit or abort): a concurrent lease never hands out a record that a
- * just-committed ack removed. Cost: a scan from the oldest ready record,
- * O(leased + not-due + max) records. */
+ * just-committed ack removed. Cost without RQ_LEASE_FIFO: a walk from the
+ * first ready record that is neither leased nor backed off, O(max) records
+ * in steady draining. With RQ_LEASE_FIFO: an in-memory index of the ready
+ * records by group (about 8 bytes per record plus 80 per group), built by
+ * one walk of the queue at the first FIFO lease and kept up to date after
+ * that, so O(max log groups) per call whatever the backlog. A lease without
+ * RQ_LEASE_FIFO, an ack/nack of a record this process did not lease with
+ * it, and rq_verify() drop the index (the next FIFO lease rebuilds it). */
 int rq_lease(rq_env *env, int64_t now_ms, size_t max, unsigned flags, rq_record **out);
 /* Releases a lease without changing the record (e.g. on shutdown). */
 void rq_release(rq_env *env, uint64_t seq);

@@ -29,8 +29,7 @@ static void dlq_view(uint64_t seq, const MDB_val *val, rq_view *v) {
  * error (from fn or LMDB). */
 typedef int (*dlq_visit_fn)(uint64_t seq, const rq_view *view, void *arg);
 
-static int dlq_scan(MDB_txn *txn, MDB_dbi dbi, const rq_dlq_filter *f, dlq_visit_fn fn,
-                    void *arg) {
+static int dlq_scan(MDB_txn *txn, MDB_dbi dbi, const rq_dlq_filter *f, dlq_visit_fn fn, void *arg) {
   MDB_cursor *cur;
   int rc = mdb_cursor_open(txn, dbi, &cur);
   if (rc) return rq_mdb_err(rc);
@@ -395,5 +394,10 @@ out:
     rq_txn_abort(t);
     return rc;
   }
-  return rq_txn_commit(t);
+  rc = rq_txn_commit(t);
+  /* Quarantine may have taken records the FIFO index holds. */
+  pthread_mutex_lock(&env->mu);
+  rq_fifo_drop(env);
+  pthread_mutex_unlock(&env->mu);
+  return rc;
 }

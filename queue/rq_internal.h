@@ -103,11 +103,20 @@ typedef struct {
   size_t cap, n, old_cap, old_n, mig;
 } rq_dedup_table;
 
-/* Set of leased seqs (open addressing, linear probing, 0 = empty). */
+/* Set of seqs, or map seq -> pointer when vals is set (open addressing,
+ * linear probing, seq 0 = empty slot). */
 typedef struct {
   uint64_t *slots;
+  void **vals; /* NULL until a non-NULL value is put */
   size_t cap, n;
 } rq_seqset;
+bool rq_seqset_has(const rq_seqset *s, uint64_t seq);
+void *rq_seqset_get(const rq_seqset *s, uint64_t seq);
+int rq_seqset_put(rq_seqset *s, uint64_t seq, void *val); /* 0 or -ENOMEM */
+void rq_seqset_del(rq_seqset *s, uint64_t seq);
+void rq_seqset_free(rq_seqset *s);
+
+typedef struct rq_fifo rq_fifo;
 
 struct rq_env {
   MDB_env *mdb;
@@ -116,7 +125,7 @@ struct rq_env {
   bool no_bodies; /* read-only open of a format 1 queue: db_bodies unset */
   int lock_fd;
   uint64_t map_size;
-  uint64_t psize; /* LMDB page size */
+  uint64_t psize;      /* LMDB page size */
   uint64_t append_cap; /* live bytes above which appends are refused */
   uint64_t file_end;   /* known size of data.mdb (writer only) */
   uint64_t grow_chunk; /* allocation step, see grow_ahead(); 0 = off */
@@ -128,10 +137,11 @@ struct rq_env {
   void *hook_arg;
   _Atomic uint64_t used_bytes; /* live pages after the last commit */
   _Atomic uint64_t commits;
-  rq_txn *spare; /* reused batch handle; only touched under LMDB's writer lock */
+  rq_txn *spare;         /* reused batch handle; only touched under LMDB's writer lock */
   pthread_mutex_t dmu;   /* guards dedup */
   rq_dedup_table dedup;  /* writable envs only (rq_dedup.c) */
   uint64_t last_appends; /* of the last committed batch; LMDB's writer lock */
+  rq_fifo *fifo;         /* FIFO lease index (rq_fifo.c), guarded by mu; NULL: not built */
   /* Lease scan start (see scan_start in rq.c), guarded by mu. */
   uint64_t scan_from;
   int64_t scan_due;
@@ -192,6 +202,18 @@ void rq_dedup_free(rq_env *env);
 int rq_dedup_check(rq_env *env, MDB_txn *txn, const char *id, int64_t now_ms);
 int rq_dedup_record(rq_txn *t, const char *id, int64_t now_ms);
 int rq_dedup_prune(rq_txn *t);
+/* FIFO lease index (rq_fifo.c); all under env->mu. lease: leases up to max
+ * group heads, oldest first, through take(arg, seq, raw header, txn), which
+ * returns 0 (leased), 1 (not leasable now) or <0 (error, returned). next_due:
+ * as rq_next_due_ms_flags(RQ_LEASE_FIFO). note: a lease ended (gone: the
+ * record left the queue; else due: its next attempt, 0 if unchanged). drop:
+ * forgets the index (rebuilt by the next FIFO lease). */
+typedef int (*rq_fifo_take_fn)(void *arg, uint64_t seq, const MDB_val *raw, MDB_txn *txn);
+int rq_fifo_lease(rq_env *env, MDB_txn *txn, int64_t now, rq_fifo_take_fn take, void *arg,
+                  size_t max);
+int64_t rq_fifo_next_due(rq_env *env, MDB_txn *txn);
+void rq_fifo_note(rq_env *env, uint64_t seq, bool gone, int64_t due);
+void rq_fifo_drop(rq_env *env);
 /* RQ_MAP_FULL when adding about `add` bytes would cross env->append_cap. */
 int rq_txn_cap_check(rq_txn *t, size_t add);
 uint64_t rq_used_bytes_in(rq_env *env, MDB_txn *txn);

@@ -11,6 +11,7 @@ relay_fuzz_target(NAME http
           ${PROJECT_SOURCE_DIR}/relay/log.c
           ${PROJECT_SOURCE_DIR}/queue/rq.c ${PROJECT_SOURCE_DIR}/queue/rq_codec.c
           ${PROJECT_SOURCE_DIR}/queue/rq_dlq.c ${PROJECT_SOURCE_DIR}/queue/rq_dedup.c
+          ${PROJECT_SOURCE_DIR}/queue/rq_fifo.c
   LIBS PkgConfig::UV PkgConfig::CRYPTO PkgConfig::ZLIB PkgConfig::JSONC PkgConfig::LMDB
        PkgConfig::MSGPACK ${HTTP_PARSER_LIB} Threads::Threads)
 foreach(t fuzz_http fuzzreplay_http)

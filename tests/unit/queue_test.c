@@ -938,9 +938,9 @@ TEST(lease_resumes_and_sees_returns) {
     r.received_ms = now;
     s[i] = append1(env, &r);
   }
-  lease_expect(env, now, 3, s, 3);          /* 0 1 2 */
-  lease_expect(env, now, 3, s + 3, 3);      /* 3 4 5 */
-  rq_release(env, s[1]);                    /* back to ready */
+  lease_expect(env, now, 3, s, 3);     /* 0 1 2 */
+  lease_expect(env, now, 3, s + 3, 3); /* 3 4 5 */
+  rq_release(env, s[1]);               /* back to ready */
   uint64_t w1[] = {s[1], s[6]};
   lease_expect(env, now, 2, w1, 2);
   /* An aborted batch gives its records back. */
@@ -1008,7 +1008,8 @@ TEST(ready_body_placement) {
       be64key(kb, seqs[i]);
       MDB_val k = {8, kb}, v;
       int rc = mdb_get(txn, bodies, &k, &v);
-      if (split[i] != (rc == 0)) tl_fail(__FILE__, __LINE__, "body of %zu bytes: split %d", sizes[i], rc == 0);
+      if (split[i] != (rc == 0))
+        tl_fail(__FILE__, __LINE__, "body of %zu bytes: split %d", sizes[i], rc == 0);
     }
     raw_end(e, txn, false);
   }
@@ -1958,5 +1959,249 @@ TEST(fifo_order_under_concurrency) {
   CHECK_INT(st.inflight, ==, 0);
   pthread_cond_destroy(&c.cv);
   pthread_mutex_destroy(&c.mu);
+  rq_env_close(env);
+}
+
+/* The FIFO lease index (queue/rq_fifo.c) against a model of the rule it
+ * implements: walk the ready records in seq order; the first record of a
+ * group (cid, else type; none: a group of its own) is its head; a head that
+ * is neither leased nor waiting for its retry is leasable, oldest first.
+ * Random appends, leases (FIFO and not), acks, nacks, dead-letters, aborted
+ * batches, releases, DLQ replays and reopens; every lease must return
+ * exactly what the model says. */
+enum { M_MAX = 6000 };
+typedef struct {
+  uint64_t seq;
+  int group; /* < 0: ungrouped */
+  int64_t due;
+  bool leased, present, dead;
+} mrec;
+
+typedef struct {
+  mrec r[M_MAX];
+  int n;
+} model;
+
+static mrec *model_find(model *m, uint64_t seq) {
+  for (int i = 0; i < m->n; i++)
+    if (m->r[i].seq == seq) return &m->r[i];
+  return NULL;
+}
+
+/* Expected seqs of a lease at `now` (FIFO or not), in order. */
+static int model_lease(model *m, int64_t now, int max, bool fifo, uint64_t *out) {
+  bool seen[64] = {0};
+  int n = 0;
+  for (int i = 0; i < m->n && n < max; i++) {
+    mrec *r = &m->r[i];
+    if (!r->present) continue;
+    if (fifo && r->group >= 0) {
+      if (seen[r->group]) continue;
+      seen[r->group] = true;
+    }
+    if (r->leased || r->due > now) continue;
+    out[n++] = r->seq;
+  }
+  return n;
+}
+
+/* Earliest due among unleased FIFO heads (0 if never nacked). */
+static int64_t model_next_due(model *m) {
+  bool seen[64] = {0};
+  int64_t best = INT64_MAX;
+  for (int i = 0; i < m->n; i++) {
+    mrec *r = &m->r[i];
+    if (!r->present) continue;
+    if (r->group >= 0) {
+      if (seen[r->group]) continue;
+      seen[r->group] = true;
+    }
+    if (!r->leased && r->due < best) best = r->due;
+  }
+  return best;
+}
+
+static void model_run(unsigned seed0) {
+  unsigned seed = seed0;
+  static model m;
+  memset(&m, 0, sizeof m);
+  char dir[4096];
+  snprintf(dir, sizeof dir, "%s/run%u", tl_tmpdir, seed0);
+  CHECK_INT(mkdir(dir, 0700), ==, 0);
+  rq_env *env = NULL;
+  CHECK_INT(rq_env_open(&env, dir, NULL), ==, 0);
+  int64_t now = NOW;
+  static const char *cids[] = {"m:a", "m:b", "m:c", "m:d", "m:e"};
+  static const char *types[] = {"user.updated", "user.banned"};
+  int fifo_leased = 0, nacked = 0, replayed = 0, reopened = 0;
+  for (int step = 0; step < 1500 && m.n < M_MAX - 8; step++) {
+    now += rand_r(&seed) % 150;
+    int op = rand_r(&seed) % 100;
+    if (op < 30) { /* append a batch */
+      rq_txn *t;
+      CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+      int k = 1 + rand_r(&seed) % 5;
+      for (int i = 0; i < k; i++) {
+        int g = rand_r(&seed) % 8; /* 0-4 cid, 5-6 type only, 7 ungrouped */
+        rq_record r = mkrec("{\"type\":\"x\"}", NULL,
+                            g < 5   ? "message.new"
+                            : g < 7 ? types[g - 5]
+                                    : NULL,
+                            g < 5 ? cids[g] : NULL);
+        uint64_t seq;
+        CHECK_INT(rq_txn_append(t, &r, &seq), ==, 0);
+        m.r[m.n++] = (mrec){.seq = seq, .group = g < 7 ? g : -1, .present = true};
+      }
+      CHECK_INT(rq_txn_commit(t), ==, 0);
+    } else if (op < 62) { /* lease and compare */
+      bool fifo = op < 59;
+      int max = 1 + rand_r(&seed) % 6;
+      uint64_t want[8];
+      int nw = model_lease(&m, now, max, fifo, want);
+      rq_record *out;
+      int got = rq_lease(env, now, (size_t)max, fifo ? RQ_LEASE_FIFO : 0, &out);
+      if (got != nw) {
+        fprintf(stderr, "seed %u step %d fifo %d max %d now %lld: got", seed0, step, fifo, max,
+                (long long)now);
+        for (int i = 0; i < got; i++) fprintf(stderr, " %llu", (unsigned long long)out[i].seq);
+        fprintf(stderr, "; want");
+        for (int i = 0; i < nw; i++) fprintf(stderr, " %llu", (unsigned long long)want[i]);
+        fprintf(stderr, "\nmodel:");
+        for (int i = 0; i < m.n; i++)
+          if (m.r[i].present)
+            fprintf(stderr, " %llu:g%d%s@%lld", (unsigned long long)m.r[i].seq, m.r[i].group,
+                    m.r[i].leased ? "L" : "", (long long)(m.r[i].due ? m.r[i].due - NOW : 0));
+        fprintf(stderr, "\n");
+      }
+      CHECK_INT(got, ==, nw);
+      for (int i = 0; i < got && i < nw; i++) {
+        CHECK_INT(out[i].seq, ==, want[i]);
+        model_find(&m, out[i].seq)->leased = true;
+        fifo_leased += fifo;
+      }
+      rq_records_free(out, (size_t)(got > 0 ? got : 0));
+    } else if (op < 87) { /* end some leases in one batch, maybe aborted */
+      rq_txn *t;
+      CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+      bool commit = rand_r(&seed) % 10 != 0;
+      mrec *touched[64];
+      int what[64], nt = 0;
+      int64_t dues[64];
+      for (int i = 0; i < m.n && nt < 64; i++) {
+        mrec *r = &m.r[i];
+        if (!r->present || !r->leased || rand_r(&seed) % 2) continue;
+        int w = rand_r(&seed) % 4; /* 0-1 ack, 2 nack, 3 dead-letter */
+        dues[nt] = now - 100 + rand_r(&seed) % 500;
+        if (w <= 1)
+          CHECK_INT(rq_txn_ack(t, r->seq), ==, 0);
+        else if (w == 2)
+          CHECK_INT(rq_txn_nack(t, r->seq, now, dues[nt], "e"), ==, 0);
+        else
+          CHECK_INT(rq_txn_dead(t, r->seq, now, "rejected", "X", "m"), ==, 0);
+        touched[nt] = r;
+        what[nt++] = w;
+      }
+      if (commit) {
+        CHECK_INT(rq_txn_commit(t), ==, 0);
+      } else {
+        rq_txn_abort(t);
+      }
+      for (int i = 0; i < nt; i++) {
+        touched[i]->leased = false;
+        if (!commit) continue;
+        nacked += what[i] == 2;
+        if (what[i] == 2)
+          touched[i]->due = dues[i];
+        else
+          touched[i]->present = false;
+        if (what[i] == 3) touched[i]->dead = true;
+      }
+    } else if (op < 92) { /* release one lease */
+      for (int i = 0; i < m.n; i++)
+        if (m.r[i].present && m.r[i].leased) {
+          rq_release(env, m.r[i].seq);
+          m.r[i].leased = false;
+          break;
+        }
+    } else if (op < 96) { /* FIFO due time */
+      int64_t want = model_next_due(&m), got = rq_next_due_ms_flags(env, RQ_LEASE_FIFO);
+      /* 0 may stand for a head a lease already found due. */
+      if (got == 0)
+        CHECK(want <= now);
+      else
+        CHECK_INT(got, ==, want);
+    } else if (op < 98) { /* replay the DLQ: new seqs at the tail, in seq order */
+      size_t moved = 0;
+      CHECK_INT(rq_dlq_replay(env, NULL, 0, NULL, &moved, NULL), ==, 0);
+      uint64_t next = m.n ? m.r[m.n - 1].seq + 1 : 1; /* seqs are never reused */
+      int n0 = m.n;
+      size_t nd = 0;
+      for (int i = 0; i < n0; i++)
+        if (m.r[i].dead) {
+          m.r[i].dead = false;
+          m.r[m.n++] = (mrec){.seq = next++, .group = m.r[i].group, .present = true};
+          nd++;
+        }
+      CHECK_INT(nd, ==, moved);
+      replayed += (int)moved;
+    } else { /* reopen: leases are per process and end with it */
+      rq_env_close(env);
+      CHECK_INT(rq_env_open(&env, dir, NULL), ==, 0);
+      for (int i = 0; i < m.n; i++) m.r[i].leased = false;
+      reopened++;
+    }
+  }
+  rq_env_close(env);
+  /* The run must have exercised what it claims to. */
+  CHECK(fifo_leased > 300);
+  CHECK(nacked > 50);
+  CHECK(replayed > 5);
+  CHECK(reopened > 3);
+}
+
+TEST(fifo_index_matches_model) {
+  model_run(1);
+  model_run(2);
+  model_run(3);
+}
+
+/* Appends n records of one group in one commit; returns the first seq. */
+static uint64_t append_group(rq_env *env, int n, const char *cid) {
+  rq_txn *t;
+  uint64_t first = 0;
+  CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+  for (int i = 0; i < n; i++) {
+    rq_record r = mkrec("{\"type\":\"message.new\"}", NULL, "message.new", cid);
+    uint64_t seq;
+    CHECK_INT(rq_txn_append(t, &r, &seq), ==, 0);
+    if (!i) first = seq;
+  }
+  CHECK_INT(rq_txn_commit(t), ==, 0);
+  return first;
+}
+
+/* One busy group drained through FIFO leases: strictly in order, one at a
+ * time, while the index gives back the room the backlog took; then the
+ * idle group comes back to life with new records. */
+TEST(fifo_one_busy_group) {
+  rq_env *env = open_env(NULL);
+  enum { N = 700 };
+  uint64_t first = append_group(env, N, "livestream:big");
+  for (int round = 0; round < 2; round++) {
+    for (int i = 0; i < N; i++) {
+      rq_record *out, *none;
+      CHECK_INT(rq_lease(env, NOW, 10, RQ_LEASE_FIFO, &out), ==, 1);
+      CHECK_INT(out[0].seq, ==, first + (uint64_t)i);
+      CHECK_INT(rq_lease(env, NOW, 10, RQ_LEASE_FIFO, &none), ==, 0); /* head in flight */
+      rq_records_free(none, 0);
+      rq_records_free(out, 1);
+      ack1(env, first + (uint64_t)i);
+    }
+    rq_record *out;
+    CHECK_INT(rq_lease(env, NOW, 10, RQ_LEASE_FIFO, &out), ==, 0);
+    CHECK_INT(rq_next_due_ms_flags(env, RQ_LEASE_FIFO), ==, INT64_MAX);
+    /* The group is idle now; new records bring it back. */
+    if (!round) first = append_group(env, N, "livestream:big");
+  }
   rq_env_close(env);
 }
