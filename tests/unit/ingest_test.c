@@ -529,6 +529,163 @@ TEST(scanner_agrees_with_json_c) {
   CHECK(accepted < checked);
 }
 
+/* ---- strings at every position relative to an 8-byte word -------------- */
+
+/* scan_string tests plain string bytes a word of eight at a time and goes
+ * byte by byte from the word holding anything else. These tests put each
+ * kind of byte at every offset 0..16 of a string (so at every position in a
+ * word, in the first, second and third word), with 0..9 plain bytes after
+ * it, in the three places a string is scanned: the "type" value (decoded and
+ * compared), a skipped value inside an array, and a key. Bodies are
+ * malloc'd to their exact length so that ASan sees any read past the end. */
+
+static const char STR_FILLER[] = "plain text ~#!][\x7f 0123456789 abcdefgh";
+
+static size_t str_in_context(int ctx, const char *str, size_t n, char *out) {
+  static const char *const pre[] = {"{\"type\":\"", "{\"type\":\"t\",\"x\":[\"", "{\""};
+  static const char *const post[] = {"\"}", "\"]}", "\":1,\"type\":\"t\"}"};
+  size_t a = strlen(pre[ctx]), b = strlen(post[ctx]);
+  memcpy(out, pre[ctx], a);
+  memcpy(out + a, str, n);
+  memcpy(out + a + n, post[ctx], b);
+  return a + n + b;
+}
+
+/* ingest_parse_event on a copy of exactly len bytes; frees f on success
+ * unless keep. */
+static int parse_exact(const char *bytes, size_t len, ingest_fields *f, int keep) {
+  uint8_t *b = malloc(len ? len : 1);
+  CHECK(b);
+  memcpy(b, bytes, len);
+  int rc = ingest_parse_event(b, len, f);
+  free(b);
+  if (rc == 0 && !keep) ingest_fields_free(f);
+  return rc;
+}
+
+TEST(string_bytes_at_every_word_offset) {
+  static const struct {
+    const char *raw; /* put at the offset */
+    size_t len;
+    const char *decoded; /* NULL: the body must be rejected */
+  } pieces[] = {
+      /* a quote ends the string: what follows is not JSON */
+      {"\"", 1, NULL},
+      /* escapes */
+      {"\\\"", 2, "\""}, {"\\\\", 2, "\\"}, {"\\/", 2, "/"}, {"\\n", 2, "\n"}, {"\\t", 2, "\t"},
+      {"\\u00e9", 6, "\xc3\xa9"}, {"\\ud83d\\ude00", 12, "\xf0\x9f\x98\x80"},
+      {"\\x", 2, NULL}, {"\\u12g4", 6, NULL}, {"\\a", 2, NULL},
+      /* control bytes */
+      {"\x00", 1, NULL}, {"\x01", 1, NULL}, {"\x1f", 1, NULL}, {"\t", 1, NULL}, {"\n", 1, NULL},
+      /* plain bytes next to the special ones */
+      {" ", 1, " "}, {"!", 1, "!"}, {"#", 1, "#"}, {"[", 1, "["}, {"]", 1, "]"},
+      {"\x7f", 1, "\x7f"},
+      /* invalid UTF-8: stray continuation, truncated, overlong, surrogate,
+       * above U+10FFFF, bytes never used */
+      {"\x80", 1, NULL}, {"\xbf", 1, NULL}, {"\xc3", 1, NULL}, {"\xe2\x82", 2, NULL},
+      {"\xc0\xaf", 2, NULL}, {"\xed\xa0\x80", 3, NULL}, {"\xf4\x90\x80\x80", 4, NULL},
+      {"\xf8", 1, NULL}, {"\xff", 1, NULL},
+      /* valid multibyte UTF-8 */
+      {"\xc3\xa9", 2, "\xc3\xa9"}, {"\xe2\x82\xac", 3, "\xe2\x82\xac"},
+      {"\xf0\x9f\x98\x80", 4, "\xf0\x9f\x98\x80"}, {"\xf4\x8f\xbf\xbf", 4, "\xf4\x8f\xbf\xbf"},
+  };
+  int checked = 0;
+  for (size_t k = 0; k < sizeof pieces / sizeof *pieces; k++) {
+    for (size_t off = 0; off <= 16; off++) {
+      for (size_t tail = 0; tail <= 9; tail++) {
+        char str[64], want[64], body[128];
+        size_t n = 0, wn = 0;
+        memcpy(str, STR_FILLER, off);
+        n += off;
+        memcpy(str + n, pieces[k].raw, pieces[k].len);
+        n += pieces[k].len;
+        memcpy(str + n, STR_FILLER + off, tail);
+        n += tail;
+        if (pieces[k].decoded) {
+          size_t dl = strlen(pieces[k].decoded);
+          memcpy(want, STR_FILLER, off);
+          memcpy(want + off, pieces[k].decoded, dl);
+          memcpy(want + off + dl, STR_FILLER + off, tail);
+          wn = off + dl + tail;
+        }
+        for (int ctx = 0; ctx < 3; ctx++) {
+          size_t bl = str_in_context(ctx, str, n, body);
+          ingest_fields f;
+          int rc = parse_exact(body, bl, &f, ctx == 0);
+          int expect = pieces[k].decoded ? 0 : -EINVAL;
+          if (rc != expect)
+            tl_fail(__FILE__, __LINE__,
+                    "piece %zu at offset %zu, %zu after, context %d: %d, want %d", k, off, tail,
+                    ctx, rc, expect);
+          if (ctx == 0 && rc == 0) {
+            CHECK_MEM(f.type, strlen(f.type), want, wn);
+            ingest_fields_free(&f);
+          }
+          checked++;
+        }
+      }
+    }
+  }
+  CHECK_INT(checked, ==, 35 * 17 * 10 * 3);
+  /* plain strings of every length: the closing quote at every offset */
+  for (size_t len = 0; len <= 40; len++) {
+    char str[64], body[128];
+    for (size_t i = 0; i < len; i++) str[i] = STR_FILLER[i % (sizeof STR_FILLER - 1)];
+    for (int ctx = 0; ctx < 3; ctx++) {
+      size_t bl = str_in_context(ctx, str, len, body);
+      ingest_fields f;
+      CHECK_INT(parse_exact(body, bl, &f, ctx == 0), ==, 0);
+      if (ctx == 0) {
+        CHECK_MEM(f.type, strlen(f.type), str, len);
+        ingest_fields_free(&f);
+      }
+    }
+  }
+}
+
+TEST(string_unterminated_at_buffer_end) {
+  /* The body ends inside a string: after plain bytes, or right after an
+   * escape, a partial escape, a complete or truncated UTF-8 sequence. */
+  static const char *const pre[] = {"{\"type\":\"", "{\"type\":\"t\",\"x\":[\"", "{\""};
+  static const struct {
+    const char *raw;
+    size_t len;
+  } ends[] = {{"", 0},         {"\\", 1},         {"\\\"", 2}, {"\\u00e", 5}, {"\\u00e9", 6},
+              {"\xc3", 1},     {"\xc3\xa9", 2},   {"\xe2\x82", 2}, {"\xf0\x9f\x98\x80", 4}};
+  int checked = 0;
+  for (size_t c = 0; c < sizeof pre / sizeof *pre; c++) {
+    for (size_t e = 0; e < sizeof ends / sizeof *ends; e++) {
+      for (size_t n = 0; n <= 24; n++) {
+        char body[128];
+        size_t bl = strlen(pre[c]);
+        memcpy(body, pre[c], bl);
+        memcpy(body + bl, STR_FILLER, n);
+        bl += n;
+        memcpy(body + bl, ends[e].raw, ends[e].len);
+        bl += ends[e].len;
+        ingest_fields f;
+        int rc = parse_exact(body, bl, &f, 0);
+        if (rc != -EINVAL)
+          tl_fail(__FILE__, __LINE__, "context %zu, %zu plain bytes, end %zu: %d, want -EINVAL",
+                  c, n, e, rc);
+        checked++;
+      }
+    }
+  }
+  CHECK_INT(checked, ==, 3 * 9 * 25);
+  /* the same bytes with the quote that was missing are accepted */
+  for (size_t n = 0; n <= 24; n++) {
+    char body[128];
+    size_t bl = strlen(pre[0]);
+    memcpy(body, pre[0], bl);
+    memcpy(body + bl, STR_FILLER, n);
+    bl += n;
+    memcpy(body + bl, "\"}", 2);
+    ingest_fields f;
+    CHECK_INT(parse_exact(body, bl + 2, &f, 0), ==, 0);
+  }
+}
+
 TEST(signature_rules) {
   relay_config cfg;
   memset(&cfg, 0, sizeof cfg);
