@@ -333,6 +333,7 @@ int rq_env_open(rq_env **out, const char *dir, const rq_options *opts) {
   rq_env *env = calloc(1, sizeof *env);
   if (!env) return -ENOMEM;
   env->lock_fd = -1;
+  env->zero_fd = -1;
   env->readonly = (opts->flags & RQ_OPEN_READONLY) != 0;
   env->dedup_window_ms = (int64_t)(opts->dedup_window_s ? opts->dedup_window_s : 600) * 1000;
   env->watermark_pct = opts->high_watermark_pct ? opts->high_watermark_pct : 90;
@@ -398,6 +399,13 @@ int rq_env_open(rq_env **out, const char *dir, const rq_options *opts) {
   env->grow_chunk = env->map_size / 64;
   if (env->grow_chunk < (256u << 10)) env->grow_chunk = 256u << 10;
   if (env->grow_chunk > (8u << 20)) env->grow_chunk = 8u << 20;
+  if (!env->readonly && env->grow_chunk >= 2 * RQ_ZERO_STEP &&
+      posix_memalign(&env->zero_buf, 4096, RQ_ZERO_STEP) == 0) {
+    memset(env->zero_buf, 0, RQ_ZERO_STEP);
+    char data[PATH_MAX];
+    if (snprintf(data, sizeof data, "%s/data.mdb", dir) < (int)sizeof data)
+      env->zero_fd = open(data, O_WRONLY | O_DIRECT | O_CLOEXEC);
+  }
   int dead;
   mdb_reader_check(env->mdb, &dead);
 
@@ -421,6 +429,8 @@ fail_mdb:
 fail:
   if (env->mdb) mdb_env_close(env->mdb);
   if (env->lock_fd >= 0) close(env->lock_fd);
+  if (env->zero_fd >= 0) close(env->zero_fd);
+  free(env->zero_buf);
   pthread_mutex_destroy(&env->mu);
   pthread_mutex_destroy(&env->dmu);
   rq_dedup_free(env);
@@ -440,6 +450,8 @@ void rq_env_close(rq_env *env) {
   txn_free(env->spare);
   mdb_env_close(env->mdb);
   if (env->lock_fd >= 0) close(env->lock_fd); /* drops the flock */
+  if (env->zero_fd >= 0) close(env->zero_fd);
+  free(env->zero_buf);
   pthread_mutex_destroy(&env->mu);
   pthread_mutex_destroy(&env->dmu);
   rq_dedup_free(env);
@@ -472,40 +484,53 @@ int rq_txn_fail(rq_txn *t, int err) {
   return err;
 }
 
-/* Keeps data.mdb a few MiB longer than LMDB's last page, allocated and
- * synced ahead of time. LMDB extends its file page by page as it commits;
- * every commit that extends the file makes fdatasync() write the inode too
- * (an extra synchronous write). Growing in big, already durable steps keeps
- * most commits within the allocated size.
+/* Keeps data.mdb a few MiB longer than LMDB's last page, in space that is
+ * already written (with zeros). LMDB extends its file page by page as it
+ * commits; a commit whose pages land in new space makes fdatasync() persist
+ * the allocation too: an extra synchronous inode write per commit, which
+ * made commits of 4 KiB events about 40 % slower than the same writes into
+ * space written before (0.70 vs 0.50 ms per commit under
+ * tools/bench-ingest.sh). fallocate() alone does not help: its extents are
+ * "unwritten", and converting them is the same metadata write.
  *
- * The step is allocated with fallocate(), not written: writing zeros cost
- * about 2 ms per MiB on the writer thread (the page cache fill, then the
- * same bytes written to disk a second time), i.e. a 6-8 MiB step stalled
- * the commit pipeline for 15-20 ms every ~30 commits of 4 KiB events, about
- * 0.4 ms per commit on average and most of the p99 latency. An allocated
- * but unwritten extent reads as zeros, like the old zero fill; when LMDB
- * writes into it, fdatasync() persists the extent conversion together with
- * the data (the metadata needed to read the data back: the same guarantee
- * LMDB relies on when it extends the file itself). That sometimes costs an
- * inode write inside fdatasync() (about one commit in seven on ext4),
- * far less than the zero fill did. Only bytes past the current end of file
- * are touched, while we hold LMDB's writer lock and no other writer process
- * can exist (flock). Failure is harmless: LMDB grows the file itself; a
- * file system without fallocate() turns growing ahead off. */
+ * The zeros go through a second descriptor opened with O_DIRECT: they do
+ * not fill the page cache and are not left dirty for the next commit's
+ * fdatasync() to write, which is what made a plain zero fill cost about
+ * 2 ms per MiB here (O_DIRECT: 0.25-0.4 ms per MiB). At most RQ_ZERO_STEP
+ * per call, so a commit waits at most about that long for it. The
+ * allocation becomes durable with the next commit's fdatasync() (once per
+ * step instead of once per commit); the zeros themselves never need to be
+ * durable: LMDB never reads past its last page. Safe against LMDB's own writes because it runs in
+ * txn_begin, under LMDB's writer lock, and only touches bytes past the current end of file, and no
+ * other writer process can exist (flock). Any failure is harmless: LMDB grows the file itself.
+ * Without O_DIRECT (tmpfs, ...) we fall back to fallocate(), which at least reserves the space. */
 static void grow_ahead(rq_env *env) {
   if (!env->grow_chunk) return;
   MDB_envinfo info;
   MDB_stat st;
   if (mdb_env_info(env->mdb, &info) || mdb_env_stat(env->mdb, &st)) return;
   uint64_t need = ((uint64_t)info.me_last_pgno + 1) * st.ms_psize;
-  if (env->file_end >= need + env->grow_chunk / 4) return;
+  if (env->file_end >= need + env->grow_chunk / 2) return;
   int fd;
   struct stat fst;
   if (mdb_env_get_fd(env->mdb, &fd) || fstat(fd, &fst)) return;
   env->file_end = (uint64_t)fst.st_size;
   uint64_t target = need + env->grow_chunk;
   if (target > env->map_size) target = env->map_size;
-  if (env->file_end >= target || env->file_end >= need + env->grow_chunk / 4) return;
+  if (env->file_end >= target || env->file_end >= need + env->grow_chunk / 2) return;
+  if (env->zero_fd >= 0 && env->file_end % 4096 == 0) {
+    size_t n = target - env->file_end > RQ_ZERO_STEP ? RQ_ZERO_STEP : target - env->file_end;
+    n &= ~(size_t)4095;
+    if (!n) return;
+    ssize_t w = pwrite(env->zero_fd, env->zero_buf, n, (off_t)env->file_end);
+    if (w > 0) {
+      env->file_end += (uint64_t)w;
+      return;
+    }
+    if (w < 0 && errno != EINVAL) return; /* ENOSPC...: LMDB will say so */
+    close(env->zero_fd);                  /* no O_DIRECT here after all */
+    env->zero_fd = -1;
+  }
   if (fallocate(fd, 0, (off_t)env->file_end, (off_t)(target - env->file_end)) != 0) {
     if (errno == EOPNOTSUPP || errno == ENOSYS) env->grow_chunk = 0;
     return;

@@ -17,6 +17,8 @@
 /* Ready records up to this many encoded bytes keep their body inline: they
  * fit an LMDB leaf node (4 KiB pages: values up to about 2,020 bytes). */
 #define RQ_INLINE_MAX 2000
+/* Largest zero fill grow_ahead() (rq.c) writes at once. */
+#define RQ_ZERO_STEP (1u << 20)
 
 /* Record field keys (msgpack map keys, positive fixints). Never renumber. */
 enum {
@@ -129,6 +131,8 @@ struct rq_env {
   uint64_t append_cap; /* live bytes above which appends are refused */
   uint64_t file_end;   /* known size of data.mdb (writer only) */
   uint64_t grow_chunk; /* allocation step, see grow_ahead(); 0 = off */
+  int zero_fd;         /* data.mdb opened O_DIRECT for grow_ahead(), or -1 */
+  void *zero_buf;      /* RQ_ZERO_STEP zero bytes, 4 KiB aligned */
   int64_t dedup_window_ms;
   uint32_t watermark_pct;
   pthread_mutex_t mu; /* guards leased, hook */
