@@ -500,10 +500,12 @@ int rq_txn_fail(rq_txn *t, int err) {
  * per call, so a commit waits at most about that long for it. The
  * allocation becomes durable with the next commit's fdatasync() (once per
  * step instead of once per commit); the zeros themselves never need to be
- * durable: LMDB never reads past its last page. Safe against LMDB's own writes because it runs in
- * txn_begin, under LMDB's writer lock, and only touches bytes past the current end of file, and no
- * other writer process can exist (flock). Any failure is harmless: LMDB grows the file itself.
- * Without O_DIRECT (tmpfs, ...) we fall back to fallocate(), which at least reserves the space. */
+ * durable: LMDB never reads past its last page. Safe against LMDB's own
+ * writes because it runs in txn_begin, under LMDB's writer lock, only
+ * touches bytes past the current end of file, and no other writer process
+ * can exist (flock). Any failure is harmless: LMDB grows the file itself.
+ * Without O_DIRECT (tmpfs, ...), or for steps under 2 MiB (maps under
+ * 128 MiB), we fall back to fallocate(), which at least reserves space. */
 static void grow_ahead(rq_env *env) {
   if (!env->grow_chunk) return;
   MDB_envinfo info;
