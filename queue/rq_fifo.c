@@ -20,7 +20,8 @@
  * rq_verify) drops it, and the next FIFO lease rebuilds it with one walk of
  * the queue. Only the writer process leases (writer.lock), so no other
  * process changes the ready queue under it. Everything here runs under
- * env->mu. Memory: 8 bytes per ready record plus about 80 per group. */
+ * env->mu. Memory: 8 to 16 bytes per ready record (arrays grow by
+ * doubling and shrink as groups drain) plus about 80 per group. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
