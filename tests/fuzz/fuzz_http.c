@@ -25,7 +25,8 @@
  *     (http-parser, no limits) gives the complete requests; every one of
  *     them is answered in order unless the server closed early (an answer
  *     with "Connection: close", always the last); a stream the reference
- *     parser rejects ends with a 400/413/431 refusal; HEAD answers carry
+ *     parser rejects ends with a 400/413/431 refusal (or a 408 from the
+ *     slow-client server, whose timeout may fire first); HEAD answers carry
  *     no body;
  *   - a 200 means stored: over the whole run, the 200s equal the servers'
  *     stored + duplicate counts, and the records in the queue equal the
@@ -276,7 +277,7 @@ static const char *find_crlf(const char *p, const char *end) {
 }
 
 /* Checks the whole answer stream; returns the number of 200s. */
-static unsigned check_answers(const rbuf *b, const reference *ref) {
+static unsigned check_answers(const rbuf *b, const reference *ref, int slow) {
   /* No answer at all leaves b->p NULL: NULL + 0 is undefined in C. */
   const char *p = b->p, *end = b->p ? b->p + b->len : NULL;
   size_t finals = 0;
@@ -357,7 +358,11 @@ static unsigned check_answers(const rbuf *b, const reference *ref) {
     if (ref->error) FAIL("malformed stream not refused");
   }
   if (ref->error && closed && finals > ref->n) {
-    if (last_status != 400 && last_status != 413 && last_status != 431)
+    /* Against the slow-client server (25 ms timeouts) a 408 may come
+     * first: on a loaded machine one loop turn can outlast the timeout
+     * while the malformed bytes still wait in the socket. */
+    if (last_status != 400 && last_status != 413 && last_status != 431 &&
+        !(slow && last_status == 408))
       FAIL("malformed stream answered %d", last_status);
   }
   return ok;
@@ -476,7 +481,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     fprintf(stderr, "--- server %d, %zu/%zu bytes sent, %zu complete requests%s%s\n%.*s\n",
             (int)(srv - servers), off, len, ref.n, ref.error ? ", malformed" : "",
             reset ? ", reset" : "", (int)answers.len, answers.p ? answers.p : "");
-  total_200 += check_answers(&answers, &ref);
+  total_200 += check_answers(&answers, &ref, slow);
   free(answers.p);
 
   /* Let the server finish closing its side, then audit the queue. */
