@@ -235,15 +235,12 @@ uint64_t rq_used_bytes_in(rq_env *env, MDB_txn *txn) {
                     env->db_bodies};
   size_t ndbis = sizeof dbis / sizeof dbis[0] - (env->no_bodies ? 1 : 0);
   uint64_t pages = 2; /* the two meta pages */
-  unsigned psize = 4096;
   for (size_t i = 0; i < ndbis; i++) {
     MDB_stat st;
-    if (mdb_stat(txn, dbis[i], &st) == 0) {
+    if (mdb_stat(txn, dbis[i], &st) == 0)
       pages += st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages;
-      psize = st.ms_psize;
-    }
   }
-  return pages * psize;
+  return pages * env->psize;
 }
 
 /* ---- open/close ------------------------------------------------------------ */
@@ -427,14 +424,7 @@ int rq_env_open(rq_env **out, const char *dir, const rq_options *opts) {
 fail_mdb:
   rc = rq_mdb_err(rc);
 fail:
-  if (env->mdb) mdb_env_close(env->mdb);
-  if (env->lock_fd >= 0) close(env->lock_fd);
-  if (env->zero_fd >= 0) close(env->zero_fd);
-  free(env->zero_buf);
-  pthread_mutex_destroy(&env->mu);
-  pthread_mutex_destroy(&env->dmu);
-  rq_dedup_free(env);
-  free(env);
+  rq_env_close(env); /* frees what was set up so far */
   return rc;
 }
 
@@ -448,7 +438,7 @@ static void txn_free(rq_txn *t) {
 void rq_env_close(rq_env *env) {
   if (!env) return;
   txn_free(env->spare);
-  mdb_env_close(env->mdb);
+  if (env->mdb) mdb_env_close(env->mdb);
   if (env->lock_fd >= 0) close(env->lock_fd); /* drops the flock */
   if (env->zero_fd >= 0) close(env->zero_fd);
   free(env->zero_buf);
@@ -588,7 +578,7 @@ int rq_txn_begin_internal(rq_env *env, rq_txn **out) {
   return txn_begin(env, out, false);
 }
 
-static void scan_note_release(rq_env *env, uint64_t seq, int64_t due);
+static void lease_ended(rq_env *env, uint64_t seq, bool gone, int64_t due);
 
 /* Ends the LMDB transaction. The handle is parked for reuse (or freed)
  * while we still hold LMDB's writer lock, since the next writer may take it
@@ -620,16 +610,10 @@ static int txn_end(rq_txn *t, bool commit) {
   if (nrel) {
     pthread_mutex_lock(&env->mu);
     for (size_t i = 0; i < nrel; i++) {
-      rq_seqset_del(&env->leased, rel[i].seq);
-      if (!commit || rc) { /* the batch did not happen: every record is ready now */
-        scan_note_release(env, rel[i].seq, 0);
-        rq_fifo_note(env, rel[i].seq, false, 0);
-      } else if (rel[i].due != RQ_DUE_GONE) {
-        scan_note_release(env, rel[i].seq, rel[i].due);
-        rq_fifo_note(env, rel[i].seq, false, rel[i].due);
-      } else {
-        rq_fifo_note(env, rel[i].seq, true, 0);
-      }
+      if (!commit || rc) /* the batch did not happen: every record is ready now */
+        lease_ended(env, rel[i].seq, false, 0);
+      else
+        lease_ended(env, rel[i].seq, rel[i].due == RQ_DUE_GONE, rel[i].due);
     }
     pthread_mutex_unlock(&env->mu);
   }
@@ -866,7 +850,17 @@ int rq_txn_append_dead(rq_txn *t, const rq_record *rec, const char *reason, cons
 
 /* Looks up a ready record and its retry state (merged into *v). The view
  * points into the map: use it before the next write to the same DB. */
-static int load_ready(MDB_txn *txn, rq_env *env, uint64_t seq, rq_view *v, bool *has_state) {
+int rq_state_get(MDB_txn *txn, rq_env *env, uint64_t seq, rq_view *st) {
+  uint8_t kb[8];
+  rq_put_be64(kb, seq);
+  MDB_val k = {8, kb}, val;
+  int rc = mdb_get(txn, env->db_state, &k, &val);
+  if (rc == MDB_NOTFOUND) return RQ_NOTFOUND;
+  if (rc) return rq_mdb_err(rc);
+  return rq_decode(val.mv_data, val.mv_size, st, false) == 0 ? 0 : RQ_NOTFOUND;
+}
+
+static int load_ready(MDB_txn *txn, rq_env *env, uint64_t seq, rq_view *v) {
   uint8_t kb[8];
   rq_put_be64(kb, seq);
   MDB_val k = {8, kb}, val;
@@ -879,18 +873,10 @@ static int load_ready(MDB_txn *txn, rq_env *env, uint64_t seq, rq_view *v, bool 
     rq_view_clear(v, RQ_F_DLQ_MESSAGE);
     rq_view_clear(v, RQ_F_DLQ_TIME);
   }
-  if (has_state) *has_state = false;
-  rc = mdb_get(txn, env->db_state, &k, &val);
-  if (rc == 0) {
-    rq_view st;
-    if (rq_decode(val.mv_data, val.mv_size, &st, false) == 0) {
-      rq_view_overlay_state(v, &st);
-      if (has_state) *has_state = true;
-    }
-  } else if (rc != MDB_NOTFOUND) {
-    return rq_mdb_err(rc);
-  }
-  return 0;
+  rq_view st;
+  rc = rq_state_get(txn, env, seq, &st);
+  if (rc == 0) rq_view_overlay_state(v, &st);
+  return rc == RQ_NOTFOUND ? 0 : rc;
 }
 
 static void sub_sat(uint64_t *x, uint64_t d) {
@@ -934,7 +920,7 @@ int rq_txn_nack(rq_txn *t, uint64_t seq, int64_t now_ms, int64_t next_attempt_ms
   int rc = add_release(t, seq, next_attempt_ms);
   if (rc) return rq_txn_fail(t, rc);
   rq_view v;
-  if ((rc = load_ready(t->txn, t->env, seq, &v, NULL))) {
+  if ((rc = load_ready(t->txn, t->env, seq, &v))) {
     return rc == RQ_NOTFOUND ? rc : rq_txn_fail(t, rc);
   }
   rq_view_set_num(&v, RQ_F_ATTEMPTS, v.num[RQ_F_ATTEMPTS] + 1);
@@ -953,7 +939,7 @@ int rq_txn_dead(rq_txn *t, uint64_t seq, int64_t now_ms, const char *reason, con
   int rc = add_release(t, seq, RQ_DUE_GONE);
   if (rc) return rq_txn_fail(t, rc);
   rq_view v;
-  if ((rc = load_ready(t->txn, t->env, seq, &v, NULL)))
+  if ((rc = load_ready(t->txn, t->env, seq, &v)))
     return rc == RQ_NOTFOUND ? rc : rq_txn_fail(t, rc);
   size_t body = v.len[RQ_F_BODY];
   rq_view_set_num(&v, RQ_F_ATTEMPTS, v.num[RQ_F_ATTEMPTS] + 1);
@@ -1103,16 +1089,12 @@ static int lease_one(void *arg, const scan_item *it) {
 static int fifo_take(void *arg, uint64_t seq, const MDB_val *raw, MDB_txn *txn) {
   lease_ctx *c = arg;
   rq_view v, st;
-  int rc = rq_ready_header(raw, seq, &v);
-  if (rc) return 1;
-  uint8_t kb[8];
-  rq_put_be64(kb, seq);
-  MDB_val k = {8, kb}, sv;
-  rc = mdb_get(txn, c->env->db_state, &k, &sv);
-  if (rc == 0 && rq_decode(sv.mv_data, sv.mv_size, &st, false) == 0)
+  if (rq_ready_header(raw, seq, &v)) return 1;
+  int rc = rq_state_get(txn, c->env, seq, &st);
+  if (rc == 0)
     rq_view_overlay_state(&v, &st);
-  else if (rc && rc != MDB_NOTFOUND)
-    return rq_mdb_err(rc);
+  else if (rc != RQ_NOTFOUND)
+    return rc;
   rc = lease_take(c, seq, &v);
   return rc == RQ_CORRUPT ? 1 : rc;
 }
@@ -1138,8 +1120,13 @@ static void scan_advance(rq_env *env, uint64_t from, uint64_t last, int64_t skip
   if (last + 1 > from) env->scan_from = last + 1;
 }
 
-/* A lease ended without the record leaving the queue (env->mu held). */
-static void scan_note_release(rq_env *env, uint64_t seq, int64_t due) {
+/* A lease ended (env->mu held): the record left the queue (gone), or it
+ * stays, due again at `due` (0: as stored). The lease scan and the FIFO
+ * index learn where to look again. */
+static void lease_ended(rq_env *env, uint64_t seq, bool gone, int64_t due) {
+  rq_seqset_del(&env->leased, seq);
+  rq_fifo_note(env, seq, gone, due);
+  if (gone) return;
   if (due > rq_now_ms()) {
     if (due < env->scan_due) env->scan_due = due;
   } else if (seq < env->scan_from) {
@@ -1175,10 +1162,7 @@ int rq_lease(rq_env *env, int64_t now_ms, size_t max, unsigned flags, rq_record 
   }
   mdb_txn_abort(txn);
   if (rc < 0)
-    for (size_t i = 0; i < c.n; i++) {
-      rq_seqset_del(&env->leased, c.out[i].seq);
-      if (fifo) rq_fifo_note(env, c.out[i].seq, false, 0);
-    }
+    for (size_t i = 0; i < c.n; i++) lease_ended(env, c.out[i].seq, false, 0);
   pthread_mutex_unlock(&env->mu);
   if (rc < 0) {
     rq_records_free(c.out, c.n);
@@ -1190,9 +1174,7 @@ int rq_lease(rq_env *env, int64_t now_ms, size_t max, unsigned flags, rq_record 
 
 void rq_release(rq_env *env, uint64_t seq) {
   pthread_mutex_lock(&env->mu);
-  rq_seqset_del(&env->leased, seq);
-  scan_note_release(env, seq, 0);
-  rq_fifo_note(env, seq, false, 0);
+  lease_ended(env, seq, false, 0);
   pthread_mutex_unlock(&env->mu);
 }
 

@@ -222,7 +222,7 @@ void rq_set_commit_hook(rq_env *env, rq_commit_hook hook, void *arg);
  * just-committed ack removed. Cost without RQ_LEASE_FIFO: a walk from the
  * first ready record that is neither leased nor backed off, O(max) records
  * in steady draining. With RQ_LEASE_FIFO: an in-memory index of the ready
- * records by group (about 8 bytes per record plus 80 per group), built by
+ * records by group (8-16 bytes per record plus about 80 per group), built by
  * one walk of the queue at the first FIFO lease and kept up to date after
  * that, so O(max log groups) per call whatever the backlog. A lease without
  * RQ_LEASE_FIFO, an ack/nack of a record this process did not lease with
@@ -301,8 +301,9 @@ typedef struct {
 } rq_verify_report;
 
 /* Walks every record, decodes it and checks ordering. Undecodable ready
- * records (a record whose stored body is missing counts) are quarantined to the DLQ (reason "corrupt", raw bytes kept as the
- * body) instead of failing. Problems go to `report`; returns 0 unless the
+ * records (a record whose stored body is missing counts) are quarantined
+ * to the DLQ (reason "corrupt", raw bytes kept as the body) instead of
+ * failing. Problems go to `report`; returns 0 unless the
  * walk itself failed. Needs a writable environment to quarantine. */
 int rq_verify(rq_env *env, rq_verify_report *report);
 

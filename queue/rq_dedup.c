@@ -33,18 +33,15 @@ static size_t id_key(const char *id, uint8_t *buf) {
     memcpy(buf, id, n);
     return n;
   }
-  uint64_t h = 1469598103934665603ull;
-  for (size_t i = 0; i < n; i++) h = (h ^ (uint8_t)id[i]) * 1099511628211ull;
   memcpy(buf, id, DEDUP_KEY_MAX - 8);
-  rq_put_be64(buf + DEDUP_KEY_MAX - 8, h);
+  rq_put_be64(buf + DEDUP_KEY_MAX - 8, rq_fnv1a(id, n));
   return DEDUP_KEY_MAX;
 }
 
 /* Table hash of key bytes: FNV-1a, then a mixer so that the low bits used
  * for the slot are well spread. Never 0 or 1 (empty and removed slots). */
 static uint64_t id_hash(const uint8_t *p, size_t n) {
-  uint64_t h = 1469598103934665603ull;
-  for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 1099511628211ull;
+  uint64_t h = rq_fnv1a(p, n);
   h ^= h >> 33;
   h *= 0xff51afd7ed558ccdull;
   h ^= h >> 33;
@@ -62,8 +59,8 @@ static uint64_t id_hash(const uint8_t *p, size_t n) {
  * of entries behind it); the current table deletes by backward shift. */
 
 #define SLOT_EMPTY 0
-#define SLOT_TOMB 1          /* removed from old */
-#define MIGRATE_PER_PUT 4    /* old slots moved per insert while growing */
+#define SLOT_TOMB 1       /* removed from old */
+#define MIGRATE_PER_PUT 4 /* old slots moved per insert while growing */
 
 static bool live(uint64_t h) {
   return h > SLOT_TOMB;

@@ -33,33 +33,26 @@ enum { FG_IDLE, FG_CHECK, FG_READY, FG_WAIT, FG_LEASED };
 typedef struct fgroup {
   uint8_t *key; /* group bytes; for an ungrouped record, its seq */
   size_t klen;
-  bool anon;     /* ungrouped: a group of one record, not in the table */
+  bool anon;     /* ungrouped: a group of one record, keyed by its seq */
   int where;     /* FG_* */
   int64_t due;   /* head's next attempt, while in `wait` */
   uint64_t *seq; /* seq[head .. head + n) ascending */
   size_t head, n, cap;
 } fgroup;
 
+/* A list of groups: the two heaps and the check list. */
 typedef struct {
   fgroup **v;
   size_t n, cap;
-} fheap;
+} glist;
 
 struct rq_fifo {
   uint64_t indexed_to; /* every ready seq up to here is indexed */
-  fgroup **slots;      /* named groups by key, open addressing */
+  fgroup **slots;      /* every group, by key, open addressing */
   size_t cap, ngroups, nidle;
-  fheap ready, wait;
-  fgroup **check;
-  size_t ncheck, capcheck;
+  glist ready, wait, check;
   rq_seqset leased; /* head seq -> its group */
 };
-
-static uint64_t key_hash(const uint8_t *p, size_t n) {
-  uint64_t h = 1469598103934665603ull; /* FNV-1a */
-  for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 1099511628211ull;
-  return h;
-}
 
 static void group_free(fgroup *g) {
   if (!g) return;
@@ -68,25 +61,12 @@ static void group_free(fgroup *g) {
   free(g);
 }
 
-/* Frees everything. Each live group is in the table (named) or, if
- * anonymous, in exactly one of ready, wait, check or leased. */
 static void fifo_free(rq_fifo *f) {
-  /* Anonymous groups first: telling them apart reads named groups too. */
-  for (size_t i = 0; i < f->ready.n; i++)
-    if (f->ready.v[i]->anon) group_free(f->ready.v[i]);
-  for (size_t i = 0; i < f->wait.n; i++)
-    if (f->wait.v[i]->anon) group_free(f->wait.v[i]);
-  for (size_t i = 0; i < f->ncheck; i++)
-    if (f->check[i]->anon) group_free(f->check[i]);
-  for (size_t i = 0; i < f->leased.cap; i++) {
-    fgroup *g = f->leased.slots[i] && f->leased.vals ? f->leased.vals[i] : NULL;
-    if (g && g->anon) group_free(g);
-  }
   for (size_t i = 0; i < f->cap; i++) group_free(f->slots[i]);
   free(f->slots);
   free(f->ready.v);
   free(f->wait.v);
-  free(f->check);
+  free(f->check.v);
   rq_seqset_free(&f->leased);
   free(f);
 }
@@ -108,14 +88,19 @@ static bool before(const fgroup *a, const fgroup *b, bool by_due) {
   return head_seq(a) < head_seq(b);
 }
 
-static int heap_push(fheap *h, fgroup *g, bool by_due) {
-  if (h->n == h->cap) {
-    size_t ncap = h->cap ? h->cap * 2 : 64;
-    fgroup **nv = realloc(h->v, ncap * sizeof *nv);
-    if (!nv) return -ENOMEM;
-    h->v = nv;
-    h->cap = ncap;
-  }
+/* Room for one more in l: 0 or -ENOMEM. */
+static int list_room(glist *l) {
+  if (l->n < l->cap) return 0;
+  size_t ncap = l->cap ? l->cap * 2 : 64;
+  fgroup **nv = realloc(l->v, ncap * sizeof *nv);
+  if (!nv) return -ENOMEM;
+  l->v = nv;
+  l->cap = ncap;
+  return 0;
+}
+
+static int heap_push(glist *h, fgroup *g, bool by_due) {
+  if (list_room(h)) return -ENOMEM;
   size_t i = h->n++;
   while (i > 0) {
     size_t p = (i - 1) / 2;
@@ -127,7 +112,7 @@ static int heap_push(fheap *h, fgroup *g, bool by_due) {
   return 0;
 }
 
-static fgroup *heap_pop(fheap *h, bool by_due) {
+static fgroup *heap_pop(glist *h, bool by_due) {
   if (!h->n) return NULL;
   fgroup *top = h->v[0], *last = h->v[--h->n];
   size_t i = 0;
@@ -145,10 +130,10 @@ static fgroup *heap_pop(fheap *h, bool by_due) {
 
 /* ---- groups -------------------------------------------------------------- */
 
-static size_t slot_of(const rq_fifo *f, const uint8_t *k, size_t n) {
-  size_t i = key_hash(k, n) & (f->cap - 1);
-  while (f->slots[i] && (f->slots[i]->klen != n || memcmp(f->slots[i]->key, k, n) != 0))
-    i = (i + 1) & (f->cap - 1);
+static size_t slot_of(const rq_fifo *f, bool anon, const uint8_t *k, size_t n) {
+  size_t i = rq_fnv1a(k, n) & (f->cap - 1);
+  for (fgroup *g; (g = f->slots[i]); i = (i + 1) & (f->cap - 1))
+    if (g->anon == anon && g->klen == n && memcmp(g->key, k, n) == 0) break;
   return i;
 }
 
@@ -168,7 +153,7 @@ static int table_resize(rq_fifo *f, size_t ncap) {
       group_free(g);
       continue;
     }
-    f->slots[slot_of(f, g->key, g->klen)] = g;
+    f->slots[slot_of(f, g->anon, g->key, g->klen)] = g;
     f->ngroups++;
   }
   f->nidle = 0;
@@ -194,14 +179,8 @@ static int seq_push(fgroup *g, uint64_t seq) {
 }
 
 static int to_check(rq_fifo *f, fgroup *g) {
-  if (f->ncheck == f->capcheck) {
-    size_t ncap = f->capcheck ? f->capcheck * 2 : 64;
-    fgroup **nc = realloc(f->check, ncap * sizeof *nc);
-    if (!nc) return -ENOMEM;
-    f->check = nc;
-    f->capcheck = ncap;
-  }
-  f->check[f->ncheck++] = g;
+  if (list_room(&f->check)) return -ENOMEM;
+  f->check.v[f->check.n++] = g;
   g->where = FG_CHECK;
   return 0;
 }
@@ -209,25 +188,22 @@ static int to_check(rq_fifo *f, fgroup *g) {
 /* Adds a ready record to its group's tail. */
 static int index_record(rq_fifo *f, uint64_t seq, const rq_view *v) {
   int fld = rq_view_has(v, RQ_F_CID) ? RQ_F_CID : rq_view_has(v, RQ_F_TYPE) ? RQ_F_TYPE : -1;
+  bool anon = fld < 0;
   uint8_t sk[8];
   const uint8_t *k = sk;
   size_t kn = 8;
-  if (fld >= 0) {
+  if (anon) {
+    rq_put_be64(sk, seq);
+  } else {
     k = v->ptr[fld];
     kn = v->len[fld];
-  } else {
-    rq_put_be64(sk, seq);
   }
-  fgroup *g = NULL;
-  size_t slot = 0;
-  if (fld >= 0) {
-    if ((f->ngroups + 1) * 2 > f->cap) {
-      int rc = table_resize(f, f->cap ? f->cap * 2 : 64);
-      if (rc) return rc;
-    }
-    slot = slot_of(f, k, kn);
-    g = f->slots[slot];
+  if ((f->ngroups + 1) * 2 > f->cap) {
+    int rc = table_resize(f, f->cap ? f->cap * 2 : 64);
+    if (rc) return rc;
   }
+  size_t slot = slot_of(f, anon, k, kn);
+  fgroup *g = f->slots[slot];
   if (!g) {
     if (!(g = calloc(1, sizeof *g)) || !(g->key = malloc(kn ? kn : 1))) {
       group_free(g);
@@ -235,20 +211,17 @@ static int index_record(rq_fifo *f, uint64_t seq, const rq_view *v) {
     }
     memcpy(g->key, k, kn);
     g->klen = kn;
-    g->anon = fld < 0;
+    g->anon = anon;
     g->where = FG_IDLE;
-    if (!g->anon) {
-      f->slots[slot] = g;
-      f->ngroups++;
-      f->nidle++;
-    }
+    f->slots[slot] = g;
+    f->ngroups++;
+    f->nidle++;
   }
   int rc = seq_push(g, seq);
   if (rc == 0 && g->where == FG_IDLE) {
-    if (!g->anon) f->nidle--;
-    rc = to_check(f, g);
+    f->nidle--;
+    if ((rc = to_check(f, g))) f->nidle++;
   }
-  if (rc && g->anon && g->where == FG_IDLE) group_free(g);
   return rc;
 }
 
@@ -279,17 +252,10 @@ static int extend(rq_env *env, rq_fifo *f, MDB_txn *txn) {
 
 /* Next attempt time of a ready record: 0 unless it was nacked. */
 static int due_of(rq_env *env, MDB_txn *txn, uint64_t seq, int64_t *due) {
-  uint8_t kb[8];
-  rq_put_be64(kb, seq);
-  MDB_val k = {8, kb}, v;
-  *due = 0;
-  int rc = mdb_get(txn, env->db_state, &k, &v);
-  if (rc == MDB_NOTFOUND) return 0;
-  if (rc) return rq_mdb_err(rc);
   rq_view st;
-  if (rq_decode(v.mv_data, v.mv_size, &st, false) == 0 && rq_view_has(&st, RQ_F_NEXT_ATTEMPT))
-    *due = st.num[RQ_F_NEXT_ATTEMPT];
-  return 0;
+  int rc = rq_state_get(txn, env, seq, &st);
+  *due = rc == 0 && rq_view_has(&st, RQ_F_NEXT_ATTEMPT) ? st.num[RQ_F_NEXT_ATTEMPT] : 0;
+  return rc == RQ_NOTFOUND ? 0 : rc;
 }
 
 /* Places a group whose head's state is unknown; on failure the group is
@@ -312,9 +278,9 @@ static int sync_index(rq_env *env, MDB_txn *txn, int64_t now) {
   if (!env->fifo && !(env->fifo = calloc(1, sizeof *env->fifo))) return -ENOMEM;
   rq_fifo *f = env->fifo;
   int rc = extend(env, f, txn);
-  while (!rc && f->ncheck) {
-    fgroup *g = f->check[--f->ncheck];
-    if ((rc = place(env, f, txn, g))) f->check[f->ncheck++] = g; /* still owned */
+  while (!rc && f->check.n) {
+    fgroup *g = f->check.v[--f->check.n];
+    if ((rc = place(env, f, txn, g))) f->check.v[f->check.n++] = g; /* where it was */
   }
   while (!rc && f->wait.n && f->wait.v[0]->due <= now) {
     fgroup *g = heap_pop(&f->wait, true);
@@ -329,8 +295,8 @@ static int sync_index(rq_env *env, MDB_txn *txn, int64_t now) {
 }
 
 /* Takes the head seq off a group whose head left the queue; the group is
- * idle (anonymous: freed) when nothing is left, else its new head waits
- * for a check. */
+ * idle when nothing is left (freed by the next table_resize), else its new
+ * head waits for a check. */
 static void head_gone(rq_env *env, rq_fifo *f, fgroup *g) {
   g->head++;
   g->n--;
@@ -344,21 +310,14 @@ static void head_gone(rq_env *env, rq_fifo *f, fgroup *g) {
         g->cap /= 2;
       }
     }
-    if (to_check(f, g)) {
-      if (g->anon) group_free(g);
-      rq_fifo_drop(env);
-    }
+    if (to_check(f, g)) rq_fifo_drop(env);
     return;
   }
   free(g->seq);
   g->seq = NULL;
   g->head = g->cap = 0;
-  if (g->anon) {
-    group_free(g);
-  } else {
-    g->where = FG_IDLE;
-    f->nidle++;
-  }
+  g->where = FG_IDLE;
+  f->nidle++;
 }
 
 int rq_fifo_lease(rq_env *env, MDB_txn *txn, int64_t now, rq_fifo_take_fn take, void *arg,
@@ -387,7 +346,6 @@ int rq_fifo_lease(rq_env *env, MDB_txn *txn, int64_t now, rq_fifo_take_fn take, 
       break;
     }
     if ((rc = rq_seqset_put(&f->leased, seq, g))) {
-      if (g->anon) group_free(g);
       rq_fifo_drop(env);
       break;
     }
@@ -429,7 +387,6 @@ void rq_fifo_note(rq_env *env, uint64_t seq, bool gone, int64_t due) {
   }
   rq_seqset_del(&f->leased, seq);
   if (head_seq(g) != seq) { /* cannot happen; rebuild rather than guess */
-    if (g->anon) group_free(g);
     rq_fifo_drop(env);
     return;
   }
@@ -438,12 +395,8 @@ void rq_fifo_note(rq_env *env, uint64_t seq, bool gone, int64_t due) {
   } else if (due > 0) { /* nacked: wait for the retry */
     g->due = due;
     g->where = FG_WAIT;
-    if (heap_push(&f->wait, g, true)) {
-      if (g->anon) group_free(g);
-      rq_fifo_drop(env);
-    }
+    if (heap_push(&f->wait, g, true)) rq_fifo_drop(env);
   } else if (to_check(f, g)) { /* released: state as stored */
-    if (g->anon) group_free(g);
     rq_fifo_drop(env);
   }
 }

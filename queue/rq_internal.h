@@ -177,6 +177,13 @@ int rq_mdb_err(int rc);
 int64_t rq_now_ms(void);
 void rq_put_be64(uint8_t out[8], uint64_t x);
 uint64_t rq_get_be64(const void *p);
+/* 64-bit FNV-1a of n bytes: dedup keys, the dedup table, FIFO groups. */
+static inline uint64_t rq_fnv1a(const void *p, size_t n) {
+  const uint8_t *b = p;
+  uint64_t h = 1469598103934665603ull;
+  for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ull;
+  return h;
+}
 int rq_counters_load(rq_env *env, MDB_txn *txn, rq_counters *c);
 int rq_counters_store(MDB_txn *txn, const rq_counters *c);
 /* Begins a batch for library-internal maintenance (replay, purge, verify). */
@@ -197,6 +204,10 @@ int rq_ready_header(const MDB_val *raw, uint64_t seq, rq_view *v);
 int rq_ready_body(MDB_txn *txn, rq_env *env, uint64_t seq, rq_view *v);
 int rq_ready_view(MDB_txn *txn, rq_env *env, uint64_t seq, const MDB_val *raw, rq_view *v);
 int rq_ready_del(rq_txn *t, uint64_t seq);
+/* The retry state of a ready record (its `state` value, decoded into *st):
+ * 0, RQ_NOTFOUND when it was never nacked (or the value does not decode),
+ * or an LMDB error. */
+int rq_state_get(MDB_txn *txn, rq_env *env, uint64_t seq, rq_view *st);
 /* Dedup index (rq_dedup.c). load: fills the table from the log (writable
  * open). check: 1 when id was seen less than the window before now_ms (as
  * seen from txn), 0 if not, <0 error (RQ_READONLY on a read-only env).

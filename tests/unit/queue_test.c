@@ -633,6 +633,16 @@ static void many_id(char *buf, size_t n, int i) {
   snprintf(buf, n, "%08x-many-%d", (unsigned)i * 2654435761u, i);
 }
 
+/* Every 7th of the 2n ids is a duplicate at now: all of them, or only the
+ * odd ones once the even ones expired. */
+static void check_many_seen(rq_env *env, int n, int64_t now, bool odd_only) {
+  char id[48];
+  for (int i = 0; i < 2 * n; i += 7) {
+    many_id(id, sizeof id, i);
+    CHECK_INT(rq_dedup_seen(env, id, now), ==, odd_only ? i % 2 : 1);
+  }
+}
+
 TEST(dedup_table_many_ids) {
   rq_options o = {.dedup_window_s = 60};
   rq_env *env = open_env(&o);
@@ -651,10 +661,7 @@ TEST(dedup_table_many_ids) {
     }
     CHECK_INT(rq_txn_commit(t), ==, 0);
   }
-  for (int i = 0; i < 2 * N; i += 7) {
-    many_id(id, sizeof id, i);
-    CHECK_INT(rq_dedup_seen(env, id, start), ==, 1);
-  }
+  check_many_seen(env, N, start, false);
   CHECK_INT(rq_dedup_seen(env, "never-seen", start), ==, 0);
   while (wall_ms() < start + 1100) {
     struct timespec pause = {0, 50000000};
@@ -669,16 +676,10 @@ TEST(dedup_table_many_ids) {
   } while (st.dedup_entries > N && ++rounds < 10000);
   CHECK_INT(st.dedup_entries, ==, N);
   int64_t now = wall_ms();
-  for (int i = 0; i < 2 * N; i += 7) {
-    many_id(id, sizeof id, i);
-    CHECK_INT(rq_dedup_seen(env, id, now), ==, i % 2);
-  }
+  check_many_seen(env, N, now, true);
   rq_env_close(env);
   env = open_env(&o); /* the table again, from the log */
-  for (int i = 0; i < 2 * N; i += 7) {
-    many_id(id, sizeof id, i);
-    CHECK_INT(rq_dedup_seen(env, id, now), ==, i % 2);
-  }
+  check_many_seen(env, N, now, true);
   rq_env_close(env);
 }
 
