@@ -26,7 +26,10 @@ typedef struct {
 } code_rule;
 
 static const code_rule rules[] = {
-    /* Throttling: retry and lower concurrency. */
+    /* Throttling: retry and lower concurrency. "Throttled" is SNS's own
+     * (ThrottledException on the wire; senderFault=true in the service
+     * model, so without this rule a Failed entry would be dead-lettered). */
+    {"Throttled", SNS_THROTTLED},
     {"Throttling", SNS_THROTTLED},
     {"ThrottlingException", SNS_THROTTLED},
     {"ThrottledException", SNS_THROTTLED},

@@ -184,6 +184,34 @@ TEST(batch_unknown_codes_follow_sender_fault) {
   CHECK_INT(r[1].outcome, ==, SNS_RETRY);
 }
 
+/* SNS's own throttling error (ThrottledException) is "Throttled" on the
+ * wire, HTTP 429 and senderFault=true in the service model: throttling,
+ * whatever SenderFault or status it comes with, never a DLQ entry or a
+ * configuration pause. */
+TEST(sns_throttled_code_is_throttling) {
+  CHECK_INT(sns_classify("Throttled", 0, 1), ==, SNS_THROTTLED);
+  CHECK_INT(sns_classify("Throttled", 400, -1), ==, SNS_THROTTLED);
+  CHECK_INT(sns_classify("Throttled", 429, -1), ==, SNS_THROTTLED);
+  sns_result r[2], all;
+  parse(200,
+        "<PublishBatchResponse" NS
+        "><PublishBatchResult><Successful><member><Id>0</Id><MessageId>a</MessageId></member>"
+        "</Successful><Failed><member><Id>1</Id><Code>Throttled</Code><Message>Rate exceeded"
+        "</Message><SenderFault>true</SenderFault></member></Failed></PublishBatchResult>"
+        "</PublishBatchResponse>",
+        2, 1, r, &all, 0);
+  CHECK_INT(r[0].outcome, ==, SNS_OK);
+  CHECK_INT(r[1].outcome, ==, SNS_THROTTLED);
+  CHECK_STR(r[1].code, "Throttled");
+  parse(400,
+        "<ErrorResponse" NS
+        "><Error><Type>Sender</Type><Code>Throttled</Code>"
+        "<Message>Rate exceeded</Message></Error></ErrorResponse>",
+        2, 1, r, &all, 0);
+  CHECK_INT(all.outcome, ==, SNS_THROTTLED);
+  CHECK_INT(r[1].outcome, ==, SNS_THROTTLED);
+}
+
 TEST(batch_missing_or_bogus_entries_are_retried) {
   sns_result r[3], all;
   parse(200,
