@@ -627,14 +627,18 @@ static int send_some(drain *d, int64_t now, unsigned nreq, int probe) {
     pub[np] = &recs[i];
     sz[np++] = s;
   }
+  unsigned sent = 0;
   for (size_t off = 0; off < np;) {
     size_t k = pub[off]->seq <= d->solo_upto
                    ? 1
                    : backoff_pack(sz + off, np - off, d->batch, SNS_MAX_REQUEST_BYTES);
-    dreq *r = req_new(d, ls);
+    /* nreq is a bound on requests, not only on the lease: records larger
+     * than 256 KiB / batch (or sent solo) pack into more requests than the
+     * concurrency allows, so the ones past it go back for a later lease. */
+    dreq *r = sent < nreq ? req_new(d, ls) : NULL;
     if (!r || rc != 0 || (d->mode != MODE_RUNNING && !probe)) {
-      /* Out of memory, or an earlier request of this lease already failed:
-       * hand the rest back untouched. */
+      /* Out of memory, an earlier request of this lease already failed, or
+       * no request slot left: hand the rest back untouched. */
       for (size_t i = off; i < off + k; i++) release_rec(d, pub[i]);
       if (r) {
         req_unlink(d, r);
@@ -646,6 +650,7 @@ static int send_some(drain *d, int64_t now, unsigned nreq, int probe) {
     for (size_t i = 0; i < k; i++) r->recs[i] = pub[off + i];
     r->n = k;
     off += k;
+    sent++;
     if (req_send(d, r, probe) != 0) rc = -EIO;
     probe = 0; /* only the first request of a probe lease is the probe */
   }

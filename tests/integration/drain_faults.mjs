@@ -146,6 +146,18 @@ if (want('partial')) {
   check(r.final.retried >= 6 && r.dlq.length === 0, `partial: SenderFault=false entries retried (${r.final.retried}), none dead-lettered`);
 }
 
+if (want('throttled-entries')) {
+  // SNS's own throttling code is "Throttled" (senderFault=true in its
+  // service model): Failed entries with it are retried, never dead-lettered.
+  const evs = events(100);
+  const failedIds = new Set(['2', '5']);
+  const f = { code: 'Throttled', message: 'Rate exceeded', senderFault: true };
+  const r = await scenario('throttled-entries', { evs, failedIds, script: [{ do: 'partial', failed: { 2: f, 5: f }, times: 4 }] });
+  allOnce('throttled-entries', evs, r.acc);
+  check(r.dlq.length === 0, `throttled-entries: nothing dead-lettered (${r.dlq.length})`);
+  check(r.final.throttled >= 8, `throttled-entries: counted as throttled (${r.final.throttled})`);
+}
+
 if (want('poison')) {
   for (const batch of [10, 1]) {
     const name = `poison-batch${batch}`;
@@ -284,6 +296,32 @@ if (want('expired-backoff')) {
   check(r.dlq.length === 300 && r.dlq.every((d) => d.reason === 'expired'), `expired-backoff: all 300 in the DLQ as expired (${r.dlq.length})`);
   check(r.dlq.every((d) => d.code === 'HTTP503'), 'expired-backoff: DLQ entries keep the SNS error code');
   check(r.sns.requests.length <= 3, `expired-backoff: not one request per 10 events (${r.sns.requests.length} requests)`);
+}
+
+if (want('large-concurrency')) {
+  // RELAY_PUBLISH_CONCURRENCY bounds the requests in flight also when the
+  // 256 KiB limit packs fewer than RELAY_PUBLISH_BATCH events per request:
+  // 60 KiB events go 4 to a request, so one lease of concurrency x batch
+  // events used to become 5 requests per allowed one.
+  const evs = events(40).map((e) => {
+    const o = JSON.parse(e.body.toString('utf8'));
+    o.pad = 'x'.repeat(60 * 1024);
+    const body = Buffer.from(JSON.stringify(o));
+    return { ...e, body, ...routing(body) };
+  });
+  const delayMs = 300;
+  const r = await scenario('large-concurrency', {
+    evs, flags: { concurrency: 2, batch: 10 },
+    dflt: { do: 'slow', delayMs },
+  });
+  allOnce('large-concurrency', evs, r.acc);
+  const maxInflight = Math.max(...r.statuses.map((l) => l.inflight_requests));
+  check(maxInflight <= 2, `large-concurrency: at most 2 requests in flight in the drainer (max ${maxInflight})`);
+  const at = r.sns.requests.map((q) => q.at).sort((a, b) => a - b);
+  // Requests SNS was answering at once (each is answered delayMs after it arrived).
+  const overlap = Math.max(...at.map((t) => at.filter((u) => u <= t && t < u + delayMs - 20).length));
+  check(overlap <= 2, `large-concurrency: at most 2 requests at SNS at once (max ${overlap})`);
+  check(r.sns.requests.every((q) => q.entries.length <= 4), 'large-concurrency: 256 KiB per request respected');
 }
 
 if (want('fifo')) {
