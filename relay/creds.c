@@ -1057,7 +1057,8 @@ static int ini_push(ini_file *f, const char *sec, const char *k, const char *v) 
 static int ini_load(fetch_ctx *fc, ini_file *f, const char *path, int is_config) {
   snprintf(f->path, sizeof f->path, "%s", path);
   char *buf = NULL;
-  int rc = read_small_file(path, &buf, NULL);
+  size_t len = 0;
+  int rc = read_small_file(path, &buf, &len);
   if (rc == -ENOENT) return 0;
   if (rc < 0)
     return set_err(fc, rc == -EFBIG ? -EINVAL : rc, "%s: %s", path,
@@ -1123,7 +1124,9 @@ static int ini_load(fetch_ctx *fc, ini_file *f, const char *path, int is_config)
     }
     if (ini_push(f, section, k, v) < 0) rc = set_err(fc, -ENOMEM, "%s: out of memory", path);
   }
-  secure_zero(buf, strlen(buf));
+  /* The whole buffer: parsing put NULs in place of the newlines, so
+   * strlen() would stop after the first line and leave the keys. */
+  secure_zero(buf, len);
   free(buf);
   return rc;
 }
