@@ -78,7 +78,8 @@ size_t backoff_pack(const size_t *sizes, size_t n, size_t max_entries, size_t ma
 typedef enum {
   BACKOFF_ACK = 0,       /* SNS accepted: remove from the queue */
   BACKOFF_RETRY,         /* nack; next attempt after backoff_retry_delay() */
-  BACKOFF_RETRY_SHORT,   /* throttled: nack with a short delay (attempt 0 delay) */
+  BACKOFF_RETRY_SHORT,   /* throttled: nack after backoff_retry_delay() as well; the caller
+                          * also lowers its concurrency (AIMD) */
   BACKOFF_DEAD_REJECTED, /* DLQ "rejected" with the AWS code and message */
   BACKOFF_DEAD_EXPIRED,  /* DLQ "expired": transient failure past max age */
   BACKOFF_RELEASE        /* release the lease, count no attempt (unreachable, config) */
