@@ -290,12 +290,25 @@ static void labelled(sbuf *b, const char *name, const char *help, const char *la
               (unsigned long long)lc->values[i]);
 }
 
+/* The shortest text that reads back as v (0.1 -> "0.1", not
+ * "0.10000000000000001"). `le` is a label, matched as a string by
+ * recording rules, dashboards and across processes, so it must be the
+ * canonical form every Prometheus client writes. */
+static void fmt_shortest(char *buf, size_t len, double v) {
+  for (int prec = 1; prec <= 17; prec++) {
+    snprintf(buf, len, "%.*g", prec, v);
+    if (strtod(buf, NULL) == v) return;
+  }
+}
+
 static void hist(sbuf *b, const char *name, const char *help, const histogram *h) {
   head(b, name, "histogram", help);
   uint64_t cum = 0;
   for (unsigned i = 0; i < h->nbounds; i++) {
     cum += h->buckets[i];
-    sb_printf(b, "%s_bucket{le=\"%.17g\"} %llu\n", name, h->bounds[i], (unsigned long long)cum);
+    char le[32];
+    fmt_shortest(le, sizeof le, h->bounds[i]);
+    sb_printf(b, "%s_bucket{le=\"%s\"} %llu\n", name, le, (unsigned long long)cum);
   }
   cum += h->buckets[h->nbounds];
   sb_printf(b, "%s_bucket{le=\"+Inf\"} %llu\n", name, (unsigned long long)cum);
