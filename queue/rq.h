@@ -274,6 +274,10 @@ typedef struct {
 /* Lists DLQ records matching `f` (bodies included), in id order. Returns
  * the count and the array in *out (rq_records_free()), or an error. */
 int rq_dlq_list(rq_env *env, const rq_dlq_filter *f, rq_record **out);
+/* Same without copying the bodies: each record's body is NULL and body_len
+ * the size of its stored body. For listings and counts: a page of large
+ * (too_large) entries would otherwise be copied whole into memory. */
+int rq_dlq_list_meta(rq_env *env, const rq_dlq_filter *f, rq_record **out);
 /* Gets one DLQ record by id (its seq). RQ_NOTFOUND if absent. */
 int rq_dlq_get(rq_env *env, uint64_t id, rq_record *out);
 /* Moves DLQ records back to the ready queue (attempts reset, new seq so
@@ -281,6 +285,8 @@ int rq_dlq_get(rq_env *env, uint64_t id, rq_record *out);
  * records matching `f` (f==NULL: all; f->limit and f->after_seq page through
  * a large DLQ, a few thousand records per call keeps each batch small and
  * lets a caller show progress). *moved (may be NULL) gets the count.
+ * Given ids obey f's reason and type too (not its limit and after_seq): an
+ * id that does not match is left alone and counted in neither count.
  * Missing ids are skipped (counted in *missing when non-NULL). Replayed
  * records count against the append cap (RQ_MAP_FULL, nothing moved);
  * they are not checked against the dedup index. Needs a writable env

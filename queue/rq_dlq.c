@@ -75,14 +75,27 @@ static int collect_record(uint64_t seq, const rq_view *view, void *arg) {
   return 0;
 }
 
-int rq_dlq_list(rq_env *env, const rq_dlq_filter *f, rq_record **out) {
+/* The record without a copy of its body: body NULL, body_len its size. */
+static int collect_meta(uint64_t seq, const rq_view *view, void *arg) {
+  rq_view v = *view;
+  size_t body = rq_view_has(view, RQ_F_BODY) ? view->len[RQ_F_BODY] : 0;
+  rq_view_clear(&v, RQ_F_BODY);
+  int rc = collect_record(seq, &v, arg);
+  if (rc) return rc;
+  record_list *l = arg;
+  l->arr[l->n - 1].body = NULL;
+  l->arr[l->n - 1].body_len = body;
+  return 0;
+}
+
+static int dlq_list(rq_env *env, const rq_dlq_filter *f, rq_record **out, dlq_visit_fn collect) {
   if (!env || !out) return -EINVAL;
   *out = NULL;
   MDB_txn *txn;
   int rc = mdb_txn_begin(env->mdb, NULL, MDB_RDONLY, &txn);
   if (rc) return rq_mdb_err(rc);
   record_list l = {0};
-  rc = dlq_scan(txn, env->db_dlq, f, collect_record, &l);
+  rc = dlq_scan(txn, env->db_dlq, f, collect, &l);
   mdb_txn_abort(txn);
   if (rc) {
     rq_records_free(l.arr, l.n);
@@ -94,6 +107,14 @@ int rq_dlq_list(rq_env *env, const rq_dlq_filter *f, rq_record **out) {
   }
   *out = l.arr;
   return (int)l.n;
+}
+
+int rq_dlq_list(rq_env *env, const rq_dlq_filter *f, rq_record **out) {
+  return dlq_list(env, f, out, collect_record);
+}
+
+int rq_dlq_list_meta(rq_env *env, const rq_dlq_filter *f, rq_record **out) {
+  return dlq_list(env, f, out, collect_meta);
 }
 
 int rq_dlq_get(rq_env *env, uint64_t id, rq_record *out) {
@@ -192,6 +213,10 @@ static int dlq_move(rq_env *env, const uint64_t *ids, size_t nids, const rq_dlq_
     }
     rq_view view;
     dlq_view(sel[i], &v, &view);
+    /* Given ids still obey the reason/type filter: a purge of ids "with
+     * reason rejected" must not delete an entry of another reason. Such
+     * ids are left alone and counted neither as done nor as missing. */
+    if (ids && !matches(&view, f)) continue;
     size_t body = view.len[RQ_F_BODY];
     if (replay) {
       /* Back to the tail with a fresh retry history. */

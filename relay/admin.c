@@ -196,6 +196,7 @@ typedef struct {
   rq_record rec;
   int have_rec;
   size_t moved, missing;
+  size_t page; /* GET /v1/dlq: entries to answer (f.limit is one more) */
 } job;
 
 static void job_run(uv_work_t *w) {
@@ -214,7 +215,7 @@ static void job_run(uv_work_t *w) {
       j->over = rq_over_watermark(env);
       break;
     case JOB_DLQ_LIST:
-      j->nrecs = rq_dlq_list(env, &j->f, &j->recs);
+      j->nrecs = rq_dlq_list_meta(env, &j->f, &j->recs); /* no bodies in lists */
       j->rc = j->nrecs < 0 ? j->nrecs : 0;
       break;
     case JOB_DLQ_GET:
@@ -349,10 +350,11 @@ static void answer_list(job *j) {
   }
   json_object *o = json_object_new_object();
   json_object *arr = json_object_new_array();
-  for (int i = 0; i < j->nrecs; i++) json_object_array_add(arr, admin_record_json(&j->recs[i], 0));
+  size_t n = (size_t)j->nrecs > j->page ? j->page : (size_t)j->nrecs;
+  for (size_t i = 0; i < n; i++) json_object_array_add(arr, admin_record_json(&j->recs[i], 0));
   json_object_object_add(o, "entries", arr);
-  if (j->f.limit && (size_t)j->nrecs == j->f.limit && j->nrecs > 0)
-    admin_json_u64(o, "next_after", j->recs[j->nrecs - 1].seq);
+  if ((size_t)j->nrecs > n && n > 0)
+    admin_json_u64(o, "next_after", j->recs[n - 1].seq);
   else
     json_object_object_add(o, "next_after", NULL);
   reply_json(j->req, 200, o);
@@ -461,7 +463,10 @@ static void route_dlq_list(admin *a, http_request *req) {
   if (!bad && ((rc = query_get(req->query, "limit", val, sizeof val)) < 0 ||
                (rc > 0 && (admin_parse_u64(val, &v) < 0 || v == 0 || v > DLQ_LIST_MAX))))
     bad = "bad limit (1..1000)";
-  j->f.limit = (size_t)v;
+  /* One more than asked: whether it comes back tells if there is a next
+   * page, so next_after is null on the last page. */
+  j->page = (size_t)v;
+  j->f.limit = (size_t)v + 1;
   v = 0;
   if (!bad && ((rc = query_get(req->query, "after", val, sizeof val)) < 0 ||
                (rc > 0 && admin_parse_u64(val, &v) < 0)))
@@ -528,15 +533,21 @@ static void route_dlq_change(admin *a, http_request *req, job_kind kind) {
   }
   if (!bad && j->all == has_ids) bad = "give either \"all\":true or \"ids\":[...]";
   if (!bad && has_ids && j->nids == 0) bad = "\"ids\" is empty";
+  /* An empty filter is refused, not read as "any": {"all":true,
+   * "reason":""} from an unset variable would otherwise purge everything. */
   if (!bad && json_object_object_get_ex(body, "reason", &v) && v) {
     if (!json_object_is_type(v, json_type_string) ||
         set_filter_str(j->reason, sizeof j->reason, json_object_get_string(v), &j->has_reason) < 0)
       bad = "bad reason";
+    else if (!j->has_reason)
+      bad = "bad reason (empty)";
   }
   if (!bad && json_object_object_get_ex(body, "type", &v) && v) {
     if (!json_object_is_type(v, json_type_string) ||
         set_filter_str(j->type, sizeof j->type, json_object_get_string(v), &j->has_type) < 0)
       bad = "bad type";
+    else if (!j->has_type)
+      bad = "bad type (empty)";
   }
   if (!bad && json_object_object_get_ex(body, "limit", &v) && v) {
     int64_t l = json_object_is_type(v, json_type_int) ? json_object_get_int64(v) : -1;

@@ -10,9 +10,10 @@
  *                          as a JSON string when it is valid UTF-8, else
  *                          "body_base64" (e.g. a "corrupt" record)
  *   POST /v1/dlq/replay    {"all":true} or {"ids":[...]}, optional "reason",
- *   POST /v1/dlq/purge     "type" (filters for "all") and "limit" (at most
- *                          that many, oldest first): {"replayed"|"purged":N,
- *                          "missing":M}
+ *   POST /v1/dlq/purge     "type" (filters, never empty: with "ids" they
+ *                          leave the ids that do not match alone) and
+ *                          "limit" (with "all": at most that many, oldest
+ *                          first): {"replayed"|"purged":N, "missing":M}
  *   POST /v1/test-sns      publishes one test event: {"ok":true,"message_id"}
  *                          or 502 {"ok":false,"error","code","message"}
  *   POST /v1/pause, /v1/resume

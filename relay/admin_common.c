@@ -148,7 +148,7 @@ int admin_dlq_by_reason(rq_env *env, json_object *obj) {
   rq_dlq_filter f = {NULL, NULL, 0, DLQ_COUNT_PAGE};
   for (;;) {
     rq_record *recs = NULL;
-    int n = rq_dlq_list(env, &f, &recs);
+    int n = rq_dlq_list_meta(env, &f, &recs); /* counting needs no bodies */
     if (n < 0) return n;
     for (int i = 0; i < n; i++) {
       const char *reason =

@@ -68,11 +68,13 @@ static const char usage_replay[] =
     "usage: relayctl dlq replay (--all | ID...) [--reason R] [--type T] [--yes]\n"
     "  Moves DLQ entries back to the ready queue (tail) so the drainer publishes\n"
     "  them again. --all takes every entry matching --reason/--type; on a terminal\n"
-    "  it asks for confirmation (skip with --yes) and shows progress.\n";
+    "  it asks for confirmation (skip with --yes) and shows progress. With IDs,\n"
+    "  --reason/--type leave the given entries that do not match alone.\n";
 static const char usage_purge[] =
     "usage: relayctl dlq purge (--all | ID...) [--reason R] [--type T] [--yes]\n"
     "  Deletes DLQ entries for good. --all takes every entry matching\n"
-    "  --reason/--type; on a terminal it asks for confirmation (skip with --yes).\n";
+    "  --reason/--type; on a terminal it asks for confirmation (skip with --yes).\n"
+    "  With IDs, --reason/--type leave the given entries that do not match alone.\n";
 static const char usage_test_sns[] =
     "usage: relayctl test-sns\n"
     "  Publishes one test event ({\"type\":\"relay.test\"}) to the configured topic\n"
@@ -240,11 +242,12 @@ static int parse_dlq_args(int argc, char **argv, const char *usage, int allow_id
       d->all = 1;
     else if ((strcmp(a, "--yes") == 0 || strcmp(a, "-y") == 0) && allow_ids)
       d->yes = 1;
-    else if (strcmp(a, "--reason") == 0 && has_val)
-      d->reason = argv[++i];
-    else if (strcmp(a, "--type") == 0 && has_val)
-      d->type = argv[++i];
-    else if (strcmp(a, "--limit") == 0 && has_val && !allow_ids) {
+    else if ((strcmp(a, "--reason") == 0 || strcmp(a, "--type") == 0) && has_val) {
+      /* An empty value is an unset variable in a script, not "any": with
+       * purge --all it would select the whole DLQ. */
+      if (!*argv[i + 1]) return usage_error(usage, "empty value for %s", a);
+      *(a[2] == 'r' ? &d->reason : &d->type) = argv[++i];
+    } else if (strcmp(a, "--limit") == 0 && has_val && !allow_ids) {
       if (admin_parse_u64(argv[++i], &d->limit) < 0)
         return usage_error(usage, "bad --limit: %s", argv[i]);
       d->has_limit = 1;
@@ -271,22 +274,24 @@ static int fetch_dlq_page(const ctl *c, const dlq_args *d, uint64_t after, uint6
   if (c->data_dir) {
     rq_env *env;
     if (open_dir(c, &env)) return CTL_FAILED;
-    rq_dlq_filter f = {d->reason, d->type, after, (size_t)limit};
+    /* One more than asked tells whether a next page exists (as the API). */
+    rq_dlq_filter f = {d->reason, d->type, after, limit ? (size_t)limit + 1 : 0};
     rq_record *recs = NULL;
-    int n = rq_dlq_list(env, &f, &recs);
-    if (n < 0) {
+    int got = rq_dlq_list_meta(env, &f, &recs); /* lists carry no bodies */
+    if (got < 0) {
       rq_env_close(env);
-      fprintf(stderr, "relayctl: reading %s: %s\n", c->data_dir, rq_strerror(n));
+      fprintf(stderr, "relayctl: reading %s: %s\n", c->data_dir, rq_strerror(got));
       return CTL_FAILED;
     }
+    int n = limit && (uint64_t)got > limit ? (int)limit : got;
     json_object *o = json_object_new_object(), *arr = json_object_new_array();
     for (int i = 0; i < n; i++) json_object_array_add(arr, admin_record_json(&recs[i], 0));
     json_object_object_add(o, "entries", arr);
-    if (limit && (uint64_t)n == limit && n > 0)
+    if (got > n && n > 0)
       json_object_object_add(o, "next_after", json_object_new_int64((int64_t)recs[n - 1].seq));
     else
       json_object_object_add(o, "next_after", NULL);
-    rq_records_free(recs, (size_t)n);
+    rq_records_free(recs, (size_t)got);
     rq_env_close(env);
     *out = o;
     return 0;
@@ -458,10 +463,6 @@ static int cmd_dlq_change(const ctl *c, int argc, char **argv, int replay) {
     free(d.ids);
     return usage_error(usage, "%s", "give either --all or entry ids");
   }
-  if ((d.reason || d.type) && !d.all) {
-    free(d.ids);
-    return usage_error(usage, "%s", "--reason/--type select entries for --all only");
-  }
   uint64_t *ids = d.ids;
   size_t nids = d.nids;
   if (d.all) {
@@ -527,6 +528,10 @@ static int cmd_dlq_change(const ctl *c, int argc, char **argv, int replay) {
     for (size_t i = 0; i < n; i++)
       json_object_array_add(arr, json_object_new_int64((int64_t)ids[sent + i]));
     json_object_object_add(req, "ids", arr);
+    /* With ids the filters restrict them (relayd leaves non-matching ids
+     * alone); with --all the ids were listed by them already. */
+    if (d.reason) json_object_object_add(req, "reason", json_object_new_string(d.reason));
+    if (d.type) json_object_object_add(req, "type", json_object_new_string(d.type));
     json_object *res;
     rc = ctl_call(&c->client, "POST", replay ? "/v1/dlq/replay" : "/v1/dlq/purge",
                   json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN), &res, NULL);
@@ -547,6 +552,10 @@ static int cmd_dlq_change(const ctl *c, int argc, char **argv, int replay) {
   } else {
     printf("%s %zu of %zu DLQ entr%s", field, moved, nids, nids == 1 ? "y" : "ies");
     if (missing) printf(" (%zu not found)", missing);
+    /* Only when the loop ran to its end: then moved + missing + skipped is
+     * the number of ids sent. */
+    if (!failed && nids > moved + missing)
+      printf(" (%zu did not match --reason/--type)", nids - moved - missing);
     putchar('\n');
   }
   if (!d.all && missing)

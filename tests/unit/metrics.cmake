@@ -24,6 +24,8 @@ relay_unit_test(NAME metrics_admin
        Threads::Threads m)
 target_include_directories(test_metrics_admin PRIVATE ${PROJECT_SOURCE_DIR}/relay ${HTTP_PARSER_INCLUDE})
 target_compile_definitions(test_metrics_admin PRIVATE RELAY_VERSION="${PROJECT_VERSION}")
+# Counts malloc() of the statically linked code (dlq_listing_copies_no_bodies).
+target_link_options(test_metrics_admin PRIVATE -Wl,--wrap=malloc)
 if(TARGET relayctl)
   add_dependencies(test_metrics_admin relayctl)
 endif()

@@ -267,3 +267,18 @@ TEST(loopback_rule) {
   c.admin_listen = "127.0.0.1:9";
   CHECK_INT(admin_check_config(&c, err, sizeof err), ==, 0);
 }
+
+/* The last page has no next: --data-dir answers like the API. */
+TEST(offline_last_page_has_no_next) {
+  uint64_t id_c, id_d;
+  rq_env *env = fill(&id_c, &id_d);
+  rq_env_close(env);
+  json_object *l = ctl_json("--data-dir data dlq list --json --limit 2");
+  CHECK_INT(json_object_array_length(json_object_object_get(l, "entries")), ==, 2);
+  CHECK(json_object_object_get(l, "next_after") == NULL);
+  json_object_put(l);
+  CHECK_INT(ctl("--data-dir data dlq list --limit 2"), ==, 0);
+  CHECK(strstr(out_buf, "more entries") == NULL);
+  CHECK_INT(ctl("--data-dir data dlq list --limit 1"), ==, 0);
+  CHECK(strstr(out_buf, "more entries: --after") != NULL);
+}

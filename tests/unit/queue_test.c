@@ -551,6 +551,60 @@ TEST(purge) {
   rq_env_close(env);
 }
 
+/* Given ids still obey f's reason/type: ids "with reason expired" never
+ * touch an entry of another reason (neither done nor missing). */
+TEST(ids_obey_filter) {
+  rq_env *env = open_env(NULL);
+  uint64_t s[4];
+  make_dlq(env, 4, s); /* 0 expired/even, 1 rejected/odd, 2 rejected/even, 3 expired/odd */
+  size_t n, missing;
+  rq_dlq_filter f = {.reason = "expired"};
+  uint64_t ids[] = {s[0], s[1], s[2], 4242};
+  CHECK_INT(rq_dlq_purge(env, ids, 4, &f, &n, &missing), ==, 0);
+  CHECK_INT(n, ==, 1);
+  CHECK_INT(missing, ==, 1);
+  rq_dlq_filter ft = {.type = "odd"};
+  uint64_t ids2[] = {s[1], s[2], s[3]};
+  CHECK_INT(rq_dlq_replay(env, ids2, 3, &ft, &n, &missing), ==, 0);
+  CHECK_INT(n, ==, 2);
+  CHECK_INT(missing, ==, 0);
+  rq_record *out;
+  CHECK_INT(rq_dlq_list(env, NULL, &out), ==, 1);
+  CHECK_INT(out[0].seq, ==, s[2]);
+  rq_records_free(out, 1);
+  rq_stats st;
+  CHECK_INT(rq_stat(env, &st), ==, 0);
+  CHECK_INT(st.dlq, ==, 1);
+  CHECK_INT(st.ready, ==, 2);
+  rq_env_close(env);
+}
+
+/* rq_dlq_list_meta: the same records and paging as rq_dlq_list, without
+ * copies of the bodies (NULL), their sizes kept. */
+TEST(dlq_list_meta_has_no_bodies) {
+  rq_env *env = open_env(NULL);
+  uint64_t s[4];
+  make_dlq(env, 4, s);
+  rq_record *full, *meta;
+  CHECK_INT(rq_dlq_list(env, NULL, &full), ==, 4);
+  CHECK_INT(rq_dlq_list_meta(env, NULL, &meta), ==, 4);
+  for (int i = 0; i < 4; i++) {
+    CHECK_INT(meta[i].seq, ==, full[i].seq);
+    CHECK(meta[i].body == NULL);
+    CHECK_INT(meta[i].body_len, ==, full[i].body_len);
+    CHECK_STR(meta[i].type, full[i].type);
+    CHECK_STR(meta[i].dlq_reason, full[i].dlq_reason);
+  }
+  rq_records_free(full, 4);
+  rq_records_free(meta, 4);
+  rq_dlq_filter f = {.reason = "rejected", .after_seq = s[1], .limit = 1};
+  CHECK_INT(rq_dlq_list_meta(env, &f, &meta), ==, 1);
+  CHECK_INT(meta[0].seq, ==, s[2]);
+  CHECK_INT(meta[0].body_len, ==, 10); /* {"even":1} */
+  rq_records_free(meta, 1);
+  rq_env_close(env);
+}
+
 TEST(dedup_within_window) {
   rq_env *env = open_env(NULL);
   int64_t now = wall_ms();
