@@ -819,6 +819,7 @@ int rq_txn_append(rq_txn *t, const rq_record *rec, uint64_t *seq_out) {
   rq_view_clear(&v, RQ_F_DLQ_CODE);
   rq_view_clear(&v, RQ_F_DLQ_MESSAGE);
   rq_view_clear(&v, RQ_F_DLQ_TIME);
+  rq_view_clear(&v, RQ_F_REPLAYED);
   /* Seqs only grow, so MDB_APPEND: no search, pages filled completely. */
   if ((rc = rq_ready_put(t, seq, &v))) return rc;
   if ((rc = append_finish(t, rec, seq, now, seq_out))) return rc;

@@ -121,6 +121,11 @@ typedef struct rq_record {
   const char *dlq_code;        /* AWS error code, e.g. "InvalidParameter" */
   const char *dlq_message;
   int64_t dlq_time_ms;
+  /* When rq_dlq_replay() last put it back in the ready queue; 0 = never.
+   * Kept through later dead-lettering. A retry budget measured from
+   * received_ms (RELAY_RETRY_MAX_AGE) starts again here, or a replayed
+   * "expired" event would expire again at its first failure. */
+  int64_t replayed_ms;
   void *owned_;                /* library-owned storage; do not touch */
 } rq_record;
 

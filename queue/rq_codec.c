@@ -101,6 +101,7 @@ void rq_view_from_record(rq_view *v, const rq_record *r) {
   set_cstr(v, RQ_F_DLQ_CODE, r->dlq_code);
   set_cstr(v, RQ_F_DLQ_MESSAGE, r->dlq_message);
   set_num_nz(v, RQ_F_DLQ_TIME, r->dlq_time_ms);
+  set_num_nz(v, RQ_F_REPLAYED, r->replayed_ms);
 }
 
 void rq_view_overlay_state(rq_view *v, const rq_view *st) {
@@ -460,6 +461,7 @@ int rq_materialize(const rq_view *v, rq_record *out) {
   out->dlq_code = strs[RQ_F_DLQ_CODE];
   out->dlq_message = strs[RQ_F_DLQ_MESSAGE];
   out->dlq_time_ms = v->num[RQ_F_DLQ_TIME];
+  out->replayed_ms = v->num[RQ_F_REPLAYED];
   return 0;
 }
 

@@ -193,6 +193,7 @@ static int dlq_move(rq_env *env, const uint64_t *ids, size_t nids, const rq_dlq_
   if (rc) return rc;
   uint64_t *sel;
   size_t nsel, ndone = 0, nmiss = 0;
+  int64_t now_ms = rq_now_ms();
   if ((rc = select_ids(t, ids, nids, f, &sel, &nsel))) {
     rq_txn_abort(t);
     return rc;
@@ -227,6 +228,10 @@ static int dlq_move(rq_env *env, const uint64_t *ids, size_t nids, const rq_dlq_
                                   RQ_F_LAST_ATTEMPT, RQ_F_LAST_ERROR,   RQ_F_DLQ_REASON,
                                   RQ_F_DLQ_CODE,     RQ_F_DLQ_MESSAGE,  RQ_F_DLQ_TIME};
       for (size_t j = 0; j < sizeof clear / sizeof clear[0]; j++) rq_view_clear(&view, clear[j]);
+      /* The retry budget (RELAY_RETRY_MAX_AGE) restarts now: measured from
+       * received_ms, a replayed "expired" event would go straight back to
+       * the DLQ at its first failure. */
+      rq_view_set_num(&view, RQ_F_REPLAYED, now_ms);
       if ((rc = rq_ready_put(t, seq, &view))) break;
       t->c.next_seq++;
       t->c.ready_count++;

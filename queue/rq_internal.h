@@ -43,7 +43,8 @@ enum {
   RQ_F_DLQ_CODE = 18,
   RQ_F_DLQ_MESSAGE = 19,
   RQ_F_DLQ_TIME = 20,
-  RQ_F_COUNT = 21
+  RQ_F_REPLAYED = 21,
+  RQ_F_COUNT = 22
 };
 
 /* A decoded record whose strings and body point into the encoded bytes

@@ -124,6 +124,10 @@ json_object *admin_record_json(const rq_record *r, int with_body) {
   admin_json_str(o, "message", r->dlq_message);
   json_object_object_add(o, "dead_at_ms", json_object_new_int64(r->dlq_time_ms));
   admin_json_time(o, "dead_at", r->dlq_time_ms);
+  if (r->replayed_ms) { /* replayed from the DLQ before: its retry budget restarted then */
+    json_object_object_add(o, "replayed_at_ms", json_object_new_int64(r->replayed_ms));
+    admin_json_time(o, "replayed_at", r->replayed_ms);
+  }
   admin_json_u64(o, "attempts", r->attempts);
   admin_json_str(o, "last_error", r->last_error);
   admin_json_u64(o, "size", r->body_len);

@@ -257,6 +257,15 @@ static void blocked(drain *d, int probe, const char *code) {
   schedule(d, delay);
 }
 
+/* Where an event's RELAY_RETRY_MAX_AGE budget starts: when it was
+ * received, or when the operator last replayed it from the DLQ. Measured
+ * from received_ms alone, a replayed "expired" event would go straight back
+ * at its first failure, and while SNS is down the backoff sweep would
+ * return it at once. */
+static int64_t retry_clock(const rq_record *rec) {
+  return rec->replayed_ms > rec->received_ms ? rec->replayed_ms : rec->received_ms;
+}
+
 /* ---- Requests ------------------------------------------------------- */
 
 static void ls_unref(lease_set *ls) {
@@ -394,7 +403,7 @@ static void on_sns_done(void *arg, const sns_result *results, size_t n, const sn
      * per-entry slots say. */
     const sns_result *res = overall->outcome != SNS_OK || i >= n ? overall : &results[i];
     const rq_record *rec = r->recs[i];
-    backoff_action act = backoff_decide(res->outcome, rec->received_ms, now, max_age);
+    backoff_action act = backoff_decide(res->outcome, retry_clock(rec), now, max_age);
     if (res->outcome != SNS_OK) {
       d->st.failed_total++;
       err_res = res;
@@ -611,7 +620,7 @@ static int send_some(drain *d, int64_t now, unsigned nreq, int probe) {
   uint64_t limit = d->cfg->max_message_bytes;
   if (limit == 0 || limit > SNS_MAX_REQUEST_BYTES) limit = SNS_MAX_REQUEST_BYTES;
   for (int i = 0; i < n; i++) {
-    if (sweep && backoff_expired(recs[i].received_ms, now, max_age)) {
+    if (sweep && backoff_expired(retry_clock(&recs[i]), now, max_age)) {
       dead_now(d, &dead, ls, &recs[i], DRAIN_DEAD_EXPIRED, d->down_code, d->down_msg, now);
       continue;
     }

@@ -7,7 +7,9 @@
  *       appends the events of FILE to the queue in DIR. FILE holds frames:
  *       one JSON header line {"webhook_id","type","cid","channel_type",
  *       "channel_id","user_id","received_ms","len"} then exactly len body
- *       bytes. Prints {"appended":N,"duplicates":M}.
+ *       bytes. A header with "via_dlq":1 puts its event in the DLQ (reason
+ *       expired) and the fill ends with a replay of the whole DLQ, as an
+ *       operator would after an outage. Prints {"appended":N,"duplicates":M}.
  *   drain_driver gen DIR N FIXTURE...
  *       appends N events cycling over the fixture files (benchmarks).
  *   drain_driver run DIR --topic ARN --endpoint URL [--batch N]
@@ -147,6 +149,7 @@ static int cmd_fill(const char *dir, const char *file) {
     return 1;
   }
   uint64_t appended = 0, dups = 0;
+  size_t via_dlq = 0;
   rq_txn *t = NULL;
   unsigned in_txn = 0;
   for (size_t i = 0; i < fr.n; i++) {
@@ -154,7 +157,12 @@ static int cmd_fill(const char *dir, const char *file) {
       fprintf(stderr, "rq_txn_begin: %s\n", rq_strerror(rc));
       return 1;
     }
-    rc = rq_txn_append(t, &fr.recs[i], NULL);
+    if (jint(fr.hdrs[i], "via_dlq", 0)) {
+      rc = rq_txn_append_dead(t, &fr.recs[i], "expired", "HTTP503", "SNS was down", NULL);
+      via_dlq++;
+    } else {
+      rc = rq_txn_append(t, &fr.recs[i], NULL);
+    }
     if (rc == RQ_DUPLICATE) {
       dups++;
     } else if (rc) {
@@ -174,6 +182,11 @@ static int cmd_fill(const char *dir, const char *file) {
   }
   if (t && (rc = rq_txn_commit(t))) {
     fprintf(stderr, "commit: %s\n", rq_strerror(rc));
+    return 1;
+  }
+  size_t moved = 0;
+  if (via_dlq && ((rc = rq_dlq_replay(env, NULL, 0, NULL, &moved, NULL)) || moved != via_dlq)) {
+    fprintf(stderr, "replay: %s (%zu of %zu)\n", rq_strerror(rc), moved, via_dlq);
     return 1;
   }
   rq_env_close(env);

@@ -53,11 +53,11 @@ function seqOf(msg) {
 }
 
 async function scenario(name, { evs, script = [], dflt = { do: 'ok' }, topic = STD, flags = {}, during, timeout = 60,
-  failedIds = new Set() }) {
+  failedIds = new Set(), fillExtra }) {
   console.log(`-- ${name}`);
   const sns = await startFaultSns({ script, default: dflt, verify: CREDS });
   const dir = path.join(TMP, `q-${name}`);
-  await fill(dir, evs);
+  await fill(dir, evs, fillExtra);
   const drv = startDriver(dir, { topic, endpoint: sns.endpoint, untilEmpty: true, timeout, statusMs: 50, flags: { ...FAST, ...flags } });
   if (during) await during(drv, sns);
   const res = await drv.exited;
@@ -235,6 +235,19 @@ if (want('expired')) {
   check(r.dlq.every((d) => d.reason === 'expired'), 'expired: reason expired');
   const got = new Set(r.acc.map((e) => e.attributes.webhook_id));
   check(fresh.every((e) => got.has(e.webhook_id)), 'expired: the fresh ones were delivered');
+}
+
+if (want('replayed-expired')) {
+  // An operator replays "expired" events after an outage: SNS still fails
+  // a few times, and they must get a new RELAY_RETRY_MAX_AGE from the
+  // replay, not expire again at once because they were received 2 days ago.
+  const evs = events(20, { received: Date.now() - 2 * 86400 * 1000, tag: 'replayed' });
+  const r = await scenario('replayed-expired', {
+    evs, fillExtra: { via_dlq: 1 },
+    script: [{ do: 'status', status: 503, body: 'unavailable', times: 8 }],
+  });
+  check(r.dlq.length === 0, `replayed-expired: none went back to the DLQ (${r.dlq.length})`);
+  allOnce('replayed-expired', evs, r.acc);
 }
 
 if (want('5xx-probe')) {

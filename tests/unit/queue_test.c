@@ -501,6 +501,68 @@ TEST(replay_by_id_and_missing) {
   rq_env_close(env);
 }
 
+/* A replay stamps replayed_ms (the drainer restarts RELAY_RETRY_MAX_AGE
+ * there), keeps received_ms, survives a second dead-lettering and a reopen,
+ * for small and split (header + body) records; a fresh append never has it. */
+TEST(replay_stamps_replayed_ms) {
+  rq_env *env = open_env(NULL);
+  static char big[6001];
+  memset(big, 'x', sizeof big - 1);
+  big[0] = '"';
+  big[sizeof big - 2] = '"';
+  rq_record rs[2] = {mkrec("{\"a\":1}", "r-small", "expired.t", NULL),
+                     mkrec(big, "r-big", "expired.t", NULL)};
+  rq_txn *t;
+  uint64_t s[2];
+  CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+  for (int i = 0; i < 2; i++)
+    CHECK_INT(rq_txn_append_dead(t, &rs[i], "expired", "HTTP503", "down", &s[i]), ==, 0);
+  CHECK_INT(rq_txn_commit(t), ==, 0);
+  rq_record *out;
+  CHECK_INT(rq_dlq_list(env, NULL, &out), ==, 2);
+  CHECK_INT(out[0].replayed_ms, ==, 0);
+  rq_records_free(out, 2);
+
+  int64_t t0 = wall_ms();
+  size_t moved;
+  CHECK_INT(rq_dlq_replay(env, NULL, 0, NULL, &moved, NULL), ==, 0);
+  int64_t t1 = wall_ms();
+  CHECK_INT(moved, ==, 2);
+  CHECK_INT(rq_lease(env, t1, 10, 0, &out), ==, 2);
+  for (int i = 0; i < 2; i++) {
+    CHECK_INT(out[i].received_ms, ==, NOW);
+    CHECK_INT(out[i].replayed_ms, >=, t0);
+    CHECK_INT(out[i].replayed_ms, <=, t1);
+  }
+  CHECK_INT(out[1].body_len, ==, sizeof big - 1);
+  uint64_t again[2] = {out[0].seq, out[1].seq};
+  int64_t stamp = out[1].replayed_ms;
+  rq_records_free(out, 2);
+  /* It fails for good again: the DLQ entry still says when it was replayed. */
+  CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+  for (int i = 0; i < 2; i++)
+    CHECK_INT(rq_txn_dead(t, again[i], t1, "rejected", "InvalidParameter", "no"), ==, 0);
+  CHECK_INT(rq_txn_commit(t), ==, 0);
+  rq_env_close(env);
+  env = open_env(NULL);
+  rq_record got;
+  CHECK_INT(rq_dlq_get(env, again[1], &got), ==, 0);
+  CHECK_INT(got.replayed_ms, ==, stamp);
+  CHECK_INT(got.received_ms, ==, NOW);
+  CHECK_STR(got.dlq_reason, "rejected");
+  rq_record_free(&got);
+
+  /* A caller's replayed_ms does not enter the queue with a fresh append. */
+  rq_record fresh = mkrec("{\"b\":2}", "r-fresh", "t", NULL);
+  fresh.replayed_ms = t1;
+  uint64_t fs = append1(env, &fresh);
+  CHECK_INT(rq_lease(env, t1, 10, 0, &out), ==, 1);
+  CHECK_INT(out[0].seq, ==, fs);
+  CHECK_INT(out[0].replayed_ms, ==, 0);
+  rq_records_free(out, 1);
+  rq_env_close(env);
+}
+
 TEST(replay_filter_and_all) {
   rq_env *env = open_env(NULL);
   uint64_t s[6];
