@@ -22,6 +22,7 @@
 #define ADMIN_MAX_BODY (1024 * 1024)
 #define DLQ_LIST_DEFAULT 100
 #define DLQ_LIST_MAX 1000
+#define DLQ_CHANGE_PAGE 2000 /* DLQ entries replayed or purged per transaction */
 
 #ifndef RELAY_VERSION
 #define RELAY_VERSION "0.0.0"
@@ -199,6 +200,32 @@ typedef struct {
   size_t page; /* GET /v1/dlq: entries to answer (f.limit is one more) */
 } job;
 
+/* {"all":true} in pages, each its own write transaction: in one, a DLQ of
+ * 100,000 entries held LMDB's writer lock for 0.9 s, and every ingest
+ * commit (2xx answers) waited behind it. Progress of earlier pages stays
+ * if a later one fails. At most the DLQ's size at the start is moved, so
+ * events the drainer dead-letters meanwhile (a replayed event refused
+ * again gets a new id) cannot keep the loop going. */
+static int dlq_change_all(rq_env *env, job *j, int replay) {
+  rq_stats st;
+  int rc = rq_stat(env, &st);
+  if (rc) return rc;
+  size_t want = (size_t)st.dlq;
+  if (j->f.limit && j->f.limit < want) want = j->f.limit;
+  j->moved = 0;
+  while (j->moved < want) {
+    rq_dlq_filter f = j->f;
+    f.limit = want - j->moved < DLQ_CHANGE_PAGE ? want - j->moved : DLQ_CHANGE_PAGE;
+    size_t n = 0;
+    rc = replay ? rq_dlq_replay(env, NULL, 0, &f, &n, NULL)
+                : rq_dlq_purge(env, NULL, 0, &f, &n, NULL);
+    if (rc) return rc;
+    j->moved += n;
+    if (n < f.limit) break; /* nothing more matches */
+  }
+  return 0;
+}
+
 static void job_run(uv_work_t *w) {
   job *j = w->data;
   rq_env *env = j->a->env;
@@ -223,12 +250,14 @@ static void job_run(uv_work_t *w) {
       j->have_rec = j->rc == 0;
       break;
     case JOB_REPLAY:
-      j->rc = rq_dlq_replay(env, j->all ? NULL : j->ids, j->all ? 0 : j->nids, &j->f, &j->moved,
-                            &j->missing);
-      break;
     case JOB_PURGE:
-      j->rc = rq_dlq_purge(env, j->all ? NULL : j->ids, j->all ? 0 : j->nids, &j->f, &j->moved,
-                           &j->missing);
+      if (j->all) {
+        j->rc = dlq_change_all(env, j, j->kind == JOB_REPLAY);
+      } else if (j->kind == JOB_REPLAY) {
+        j->rc = rq_dlq_replay(env, j->ids, j->nids, &j->f, &j->moved, &j->missing);
+      } else {
+        j->rc = rq_dlq_purge(env, j->ids, j->nids, &j->f, &j->moved, &j->missing);
+      }
       break;
   }
 }

@@ -526,6 +526,54 @@ TEST(replay_and_purge) {
   stop();
 }
 
+static atomic_int page_commits;
+static int count_commit(void *arg) {
+  (void)arg;
+  atomic_fetch_add(&page_commits, 1);
+  return 0;
+}
+
+/* {"all":true} replays or purges in pages of their own transactions (one
+ * transaction over a large DLQ held the writer lock for seconds), with the
+ * filters and "limit" applied across pages. */
+TEST(all_in_pages) {
+  start(NULL);
+  rq_stats st0, st;
+  CHECK_INT(rq_stat(env, &st0), ==, 0);
+  rq_txn *t;
+  CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+  for (int i = 0; i < 4500; i++) {
+    rq_record r = {.received_ms = 1700000000000LL,
+                   .body = (const uint8_t *)body_rej,
+                   .body_len = sizeof body_rej - 1,
+                   .type = "page.t"};
+    CHECK_INT(rq_txn_append_dead(t, &r, i % 3 == 2 ? "expired" : "rejected", NULL, NULL, NULL), ==,
+              0);
+  }
+  CHECK_INT(rq_txn_commit(t), ==, 0);
+  rq_set_commit_hook(env, count_commit, NULL);
+
+  json_object *o =
+      call_json("POST", "/v1/dlq/replay",
+                "{\"all\":true,\"type\":\"page.t\",\"reason\":\"expired\"}", NULL, 200);
+  CHECK_INT(geti(o, "replayed"), ==, 1500);
+  json_object_put(o);
+  CHECK_INT(atomic_load(&page_commits), ==, 1); /* one page of at most 2000 */
+  o = call_json("POST", "/v1/dlq/purge", "{\"all\":true,\"type\":\"page.t\",\"limit\":2500}", NULL,
+                200);
+  CHECK_INT(geti(o, "purged"), ==, 2500);
+  json_object_put(o);
+  CHECK_INT(atomic_load(&page_commits), ==, 3); /* 2000 + 500 */
+  o = call_json("POST", "/v1/dlq/purge", "{\"all\":true,\"type\":\"page.t\"}", NULL, 200);
+  CHECK_INT(geti(o, "purged"), ==, 500);
+  json_object_put(o);
+  rq_set_commit_hook(env, NULL, NULL);
+  CHECK_INT(rq_stat(env, &st), ==, 0);
+  CHECK_INT(st.dlq, ==, st0.dlq);
+  CHECK_INT(st.ready, ==, st0.ready + 1500);
+  stop();
+}
+
 TEST(purge_by_ids_with_relayctl) {
   start(NULL);
   char args[128];
