@@ -259,7 +259,11 @@ static int parse_dlq_args(int argc, char **argv, const char *usage, int allow_id
     } else if (allow_ids) {
       uint64_t id;
       if (admin_parse_u64(a, &id) < 0 || id == 0) return usage_error(usage, "not an entry id: %s", a);
-      d->ids[d->nids++] = id;
+      /* An id given twice is one entry: sent twice, its second copy
+       * would come back "not found" and fail the command. */
+      size_t k = 0;
+      while (k < d->nids && d->ids[k] != id) k++;
+      if (k == d->nids) d->ids[d->nids++] = id;
     } else {
       return usage_error(usage, "unexpected argument: %s", a);
     }
