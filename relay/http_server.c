@@ -30,6 +30,11 @@
 
 #define LINGER_MS 2000
 #define READ_BUF_SIZE 65536
+/* Answer bytes waiting for a peer that does not read them, beyond which the
+ * connection stops reading requests (as at max_pipeline): answers made at
+ * once (4xx) are never "outstanding", so without this a client that only
+ * sends could make the server buffer an answer for every request. */
+#define OUT_HIGH_WATER (1u << 20)
 
 typedef struct http_conn http_conn;
 
@@ -68,7 +73,7 @@ typedef struct req_priv {
 #define REQ_POOL_MAX 1024
 #define REQ_POOL_KEEP_BYTES 65536
 
-enum deadline_kind { DL_NONE, DL_IDLE, DL_HEADER, DL_BODY, DL_WRITE, DL_LINGER };
+enum deadline_kind { DL_NONE, DL_IDLE, DL_HEADER, DL_BODY, DL_LINGER };
 
 typedef struct buf {
   char *p;
@@ -102,6 +107,9 @@ struct http_conn {
   int reject;                   /* status decided inside a parser callback */
   enum deadline_kind dl_kind;
   uint64_t deadline;
+  /* While writing: the write must complete by then. Kept apart from
+   * deadline, which parsing the next requests sets and clears. */
+  uint64_t write_deadline;
 };
 
 struct http_server {
@@ -322,7 +330,7 @@ static void conn_idle_check(http_conn *c) {
   if (c->closing || c->lingering) return;
   if (c->cur) return; /* header/body deadline already runs */
   if (c->writing) {
-    if (c->dl_kind != DL_WRITE) set_deadline(c, DL_WRITE, c->srv->o.idle_timeout_ms);
+    set_deadline(c, DL_NONE, 0); /* write_deadline runs */
     return;
   }
   if (c->outstanding == 0 && c->out.len == 0) {
@@ -439,7 +447,7 @@ static void conn_flush(http_conn *c) {
         return;
       }
       c->writing = 1;
-      set_deadline(c, DL_WRITE, c->srv->o.idle_timeout_ms);
+      c->write_deadline = now_ms(c->srv) + c->srv->o.idle_timeout_ms;
       return;
     }
     c->out.len = 0;
@@ -551,8 +559,10 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b) {
     }
     /* The client half-closed: it may still read answers to what it sent. */
     if (c->cur) {
+      /* Dropped with its deadline: no 408 for a request that never came. */
       req_free(c->cur);
       c->cur = NULL;
+      set_deadline(c, DL_NONE, 0);
     }
     c->no_more = 1;
     if (c->outstanding == 0 && !c->writing && c->out.len == 0) conn_close(c);
@@ -843,7 +853,9 @@ static int cb_message_complete(http_parser *p) {
   s->st.requests++;
   set_deadline(c, DL_NONE, 0);
   s->o.on_request(&r->pub, s->o.arg);
-  if (c->no_more || c->outstanding >= s->o.max_pipeline || !s->accepting) {
+  if (c->no_more || c->outstanding >= s->o.max_pipeline || !s->accepting ||
+      c->out.len + c->wbuf.len >= OUT_HIGH_WATER) {
+    /* Resumed by conn_after_write() once every answer is written. */
     http_parser_pause(p, 1);
   }
   return 0;
@@ -977,6 +989,8 @@ static void on_sweep(uv_timer_t *t) {
     if (!c->closing) {
       if (s->closing && now >= s->close_deadline) {
         conn_close(c);
+      } else if (c->writing && now >= c->write_deadline) {
+        conn_close(c); /* the peer stopped reading its answers */
       } else if (c->dl_kind != DL_NONE && now >= c->deadline) {
         switch (c->dl_kind) {
           case DL_HEADER:
@@ -1175,6 +1189,10 @@ static int respond(http_request *pub, int status, const char *ct, const char *ex
   if (r->answered) return -EALREADY;
   r->answered = 1;
   if (close) r->close_after = 1;
+  /* No request will follow this one here (the server is stopping, or the
+   * client half-closed): its answer is the last, so it says so, and a
+   * keep-alive client does not send its next request into our close. */
+  if (c->no_more && c->tail == r && !c->cur) r->close_after = 1;
   buf b = {0};
   int rc;
   if (c->head == r) {

@@ -16,7 +16,10 @@
  * in the server until N's has been written.
  *
  * Keep-alive is HTTP/1.1's default; "Connection: close" or HTTP/1.0 without
- * keep-alive closes the connection after the answer.
+ * keep-alive closes the connection after the answer. When no request can
+ * follow (the server stops accepting, or the client half-closed), the last
+ * answer says "Connection: close" too, so that a keep-alive client does not
+ * send its next request into the close.
  *
  * Limits (answered by the server itself; the handler never sees these
  * requests; the connection is closed after the answer):
@@ -29,6 +32,8 @@
  *     byte, or body not complete within body_timeout_ms of the headers: 408
  *   - a keep-alive connection with no request in progress and nothing
  *     to answer for idle_timeout_ms: closed silently
+ *   - an answer not fully written within idle_timeout_ms (the peer stopped
+ *     reading): the connection is closed
  *   - connections beyond max_connections: accepted and reset at once;
  *     existing connections are not affected
  * "Expect: 100-continue" is honoured (413 instead when Content-Length is
@@ -83,7 +88,9 @@ typedef struct {
   unsigned body_timeout_ms;     /* 0 = 30000 */
   unsigned idle_timeout_ms;     /* 0 = 60000 */
   /* Requests of one connection parsed ahead of their answers before the
-   * server stops reading from it (back-pressure). 0 = 64. */
+   * server stops reading from it (back-pressure). 0 = 64. Reading also
+   * stops while 1 MiB of answers waits unwritten (answers made at once,
+   * e.g. 4xx, are never ahead of their answers). */
   unsigned max_pipeline;
   /* Optional: called when the server answers a request by itself (400,
    * 408, 413, 431), so callers can count refusals (metrics). */

@@ -3,8 +3,14 @@
  * client. Each case checks that the loop closes with no handle left. */
 #include "http_server.h"
 
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <stdatomic.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -17,6 +23,7 @@ typedef struct deferred {
   uv_timer_t t;
   http_request *req;
   fixture *f;
+  size_t big; /* answer with this many bytes instead */
 } deferred;
 
 struct fixture {
@@ -42,23 +49,30 @@ static void on_deferred(uv_timer_t *t) {
   deferred *d = t->data;
   char body[64];
   int n = snprintf(body, sizeof body, "late %s", d->req->path);
-  if (http_respond(d->req, 200, "text/plain", NULL, body, (size_t)n) == -ECONNRESET)
+  char *big = d->big ? malloc(d->big) : NULL;
+  if (big) memset(big, 'b', d->big);
+  if (http_respond(d->req, 200, "text/plain", NULL, big ? big : body, big ? d->big : (size_t)n) ==
+      -ECONNRESET)
     atomic_fetch_add(&d->f->orphan_answers, 1);
+  free(big);
   uv_close((uv_handle_t *)t, on_deferred_closed);
 }
 
-/* Routes: /defer/<ms> answers after ms; /close answers and closes; others
- * echo "METHOD target body_len body" at once. */
+/* Routes: /defer/<ms> answers after ms; /big/<ms> answers 16 MiB after ms;
+ * /close answers and closes; others echo "METHOD target body_len body" at
+ * once. */
 static void handler(http_request *req, void *arg) {
   fixture *f = arg;
   atomic_fetch_add(&f->requests, 1);
-  if (strncmp(req->path, "/defer/", 7) == 0) {
+  int big = strncmp(req->path, "/big/", 5) == 0;
+  if (big || strncmp(req->path, "/defer/", 7) == 0) {
     deferred *d = calloc(1, sizeof *d);
     d->req = req;
+    d->big = big ? (size_t)16 << 20 : 0;
     d->f = f;
     uv_timer_init(&f->loop, &d->t);
     d->t.data = d;
-    uv_timer_start(&d->t, on_deferred, (uint64_t)strtoul(req->path + 7, NULL, 10), 0);
+    uv_timer_start(&d->t, on_deferred, (uint64_t)strtoul(req->path + (big ? 5 : 7), NULL, 10), 0);
     return;
   }
   size_t cap = req->body_len + 4096;
@@ -565,4 +579,151 @@ TEST(listen_bad_address) {
   http_server_close(s, 100, NULL, NULL);
   uv_run(&loop, UV_RUN_DEFAULT);
   CHECK_INT(uv_loop_close(&loop), ==, 0);
+}
+
+/* ---- clients that send but do not read ------------------------------------ */
+
+/* A loopback connection with small socket buffers (set before connect, so
+ * the kernel does not grow them): the server's answers back up quickly. */
+static int small_buf_connect(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  CHECK(fd >= 0);
+  int sz = 4096;
+  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
+  sz = 65536;
+  setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  CHECK_INT(connect(fd, (struct sockaddr *)&a, sizeof a), ==, 0);
+  return fd;
+}
+
+/* Pipelined requests whose answers are made at once, from a client that
+ * never reads them: once the answers back up, the server must stop reading
+ * (as it does for unanswered ones at max_pipeline), not buffer an answer for
+ * every request the client can push. Before, the client could push all
+ * 96 MiB and the server held as many bytes of answers in memory. */
+TEST(unread_answers_stop_reading) {
+  http_server_options o = {.max_body_bytes = 1 << 20};
+  fixture *f = start(&o);
+  int fd = small_buf_connect(f->port);
+  const size_t body = 32768, total_max = (size_t)96 << 20;
+  char head[128];
+  int hn = snprintf(head, sizeof head, "POST /echo HTTP/1.1\r\nContent-Length: %zu\r\n\r\n", body);
+  size_t one = (size_t)hn + body;
+  char *req = malloc(one);
+  memcpy(req, head, (size_t)hn);
+  memset(req + hn, 'e', body);
+  size_t sent = 0, off = 0; /* off: position inside the current request */
+  while (sent < total_max) {
+    struct pollfd p = {.fd = fd, .events = POLLOUT};
+    if (poll(&p, 1, 1500) <= 0) break; /* the server stopped reading */
+    ssize_t n = send(fd, req + off, one - off, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n < 0) {
+      CHECK(errno == EAGAIN || errno == EWOULDBLOCK);
+      continue;
+    }
+    sent += (size_t)n;
+    off = (off + (size_t)n) % one;
+  }
+  /* Socket buffers hold some MiB at most; the rest would be server memory. */
+  if (sent >= (size_t)48 << 20)
+    tl_fail(__FILE__, __LINE__, "server kept reading: %zu bytes accepted with no answer read",
+            sent);
+  free(req);
+  struct linger lg = {.l_onoff = 1, .l_linger = 0};
+  setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+  close(fd);
+  stop(f);
+}
+
+/* An answer that cannot be written (the client does not read) must not keep
+ * the connection forever, even when more requests arrive meanwhile: parsing
+ * them used to replace the write deadline, and nothing set it again. With
+ * max_connections 1 the stuck connection would refuse every new client. */
+TEST(stalled_write_times_out_despite_later_requests) {
+  http_server_options o = {.max_connections = 1, .idle_timeout_ms = 500};
+  fixture *f = start(&o);
+  int fd = small_buf_connect(f->port);
+  /* 16 MiB, answered 50 ms later: more than every socket buffer holds. */
+  const char *first = "GET /big/50 HTTP/1.1\r\n\r\n";
+  CHECK_INT(send(fd, first, strlen(first), MSG_NOSIGNAL), ==, (ssize_t)strlen(first));
+  /* Wait until the answer is on its way (and then stuck). */
+  int queued = 0;
+  for (int i = 0; i < 500 && queued <= 0; i++) {
+    usleep(10000);
+    ioctl(fd, FIONREAD, &queued);
+  }
+  CHECK(queued > 0);
+  usleep(100000);
+  const char *later = "GET /later HTTP/1.1\r\n\r\n";
+  CHECK_INT(send(fd, later, strlen(later), MSG_NOSIGNAL), ==, (ssize_t)strlen(later));
+  /* Well past the 500 ms write timeout: the slot must be free again. */
+  usleep(2500000);
+  tc_conn c;
+  CHECK_INT(tc_connect(&c, f->port), ==, 0);
+  CHECK_INT(tc_send_str(&c, "GET /after HTTP/1.1\r\n\r\n"), ==, 0);
+  expect_echo(&c, "GET /after");
+  tc_close(&c);
+  struct linger lg = {.l_onoff = 1, .l_linger = 0};
+  setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+  close(fd);
+  stop(f);
+}
+
+/* Answers sent while the server stops: the last one on each connection says
+ * "Connection: close", so that a keep-alive client (a load balancer's pool,
+ * Stream's) does not send its next webhook into the closing connection, where
+ * a POST fails instead of being retried elsewhere. Earlier answers of a
+ * pipelined batch must not say it: more answers follow them. */
+TEST(answers_while_stopping_say_connection_close) {
+  fixture *f = start(NULL);
+  tc_conn c;
+  CHECK_INT(tc_connect(&c, f->port), ==, 0);
+  CHECK_INT(tc_send_str(&c, "GET /defer/300 HTTP/1.1\r\n\r\nGET /defer/350 HTTP/1.1\r\n\r\n"), ==,
+            0);
+  for (int i = 0; i < 500 && atomic_load(&f->requests) < 2; i++) usleep(10000);
+  CHECK_INT(atomic_load(&f->requests), ==, 2);
+  uv_async_send(&f->stop);
+  tc_resp r;
+  char v[32];
+  CHECK_INT(tc_read(&c, &r, 5000), ==, 0);
+  CHECK_STR(r.body, "late /defer/300");
+  CHECK(!tc_header(&r, "Connection", v, sizeof v));
+  tc_resp_free(&r);
+  CHECK_INT(tc_read(&c, &r, 5000), ==, 0);
+  CHECK_STR(r.body, "late /defer/350");
+  if (!tc_header(&r, "Connection", v, sizeof v) || strcasecmp(v, "close") != 0)
+    tl_fail(__FILE__, __LINE__, "last answer before the close lacks Connection: close:\n%s",
+            r.head);
+  tc_resp_free(&r);
+  CHECK(tc_wait_closed(&c, 3000));
+  tc_close(&c);
+  uv_thread_join(&f->th);
+  CHECK(atomic_load(&f->closed));
+  uv_sem_destroy(&f->ready);
+  free(f);
+}
+
+/* A client that half-closes in the middle of a request: what it sent before
+ * is answered, the partial request is dropped, and nothing else follows;
+ * the header deadline of the dropped request used to fire anyway and append
+ * a 408 after the last answer (after its "Connection: close"). */
+TEST(half_close_mid_request_no_late_408) {
+  http_server_options o = {.header_timeout_ms = 100};
+  fixture *f = start(&o);
+  tc_conn c;
+  CHECK_INT(tc_connect(&c, f->port), ==, 0);
+  CHECK_INT(tc_send_str(&c, "GET /defer/400 HTTP/1.1\r\n\r\nGET /partial HTTP/1.1\r\nX-A:"), ==, 0);
+  usleep(30000);
+  shutdown(c.fd, SHUT_WR);
+  expect_echo(&c, "late /defer/400");
+  tc_resp r;
+  if (tc_read(&c, &r, 1000) == 0) {
+    tl_fail(__FILE__, __LINE__, "unexpected answer after the last one:\n%s", r.head);
+    tc_resp_free(&r);
+  }
+  tc_close(&c);
+  CHECK_INT(atomic_load(&f->refused[408]), ==, 0);
+  stop(f);
 }
