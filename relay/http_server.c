@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <strings.h>
 #include <time.h>
 
 #include "log.h"
@@ -732,14 +733,31 @@ static int finalize_headers(req_priv *r, http_parser *p) {
   if (hbuf_append(r, "", 1) < 0) return -1; /* ends target or last value */
   /* A header whose value never came (empty value) points at an empty
    * string: the terminator we just wrote, or the one after its name. */
-  size_t path_len = 0;
-  while (path_len < r->target_len && r->hbuf[path_len] != '?') path_len++;
+  /* The absolute form ("POST http://host/webhook", which RFC 9112 3.2.2
+   * says a server must accept, e.g. from a forward proxy): the path starts
+   * after the scheme and authority, and an empty one is "/". */
+  size_t start = 0;
+  if (r->target_len > 7 && strncasecmp(r->hbuf, "http://", 7) == 0)
+    start = 7;
+  else if (r->target_len > 8 && strncasecmp(r->hbuf, "https://", 8) == 0)
+    start = 8;
+  int absolute = start > 0;
+  while (absolute && start < r->target_len && r->hbuf[start] != '/' && r->hbuf[start] != '?')
+    start++;
+  size_t path_end = start;
+  while (path_end < r->target_len && r->hbuf[path_end] != '?') path_end++;
+  size_t path_len = path_end - start;
   size_t path_off = r->hlen;
   /* The path is copied from hbuf into hbuf: grow first, then copy within
    * the (possibly moved) buffer. The ranges cannot overlap: path_off is
    * past the target. */
-  if (hbuf_reserve(r, path_len + 1) < 0) return -1;
-  memcpy(r->hbuf + path_off, r->hbuf, path_len);
+  if (hbuf_reserve(r, path_len + 2) < 0) return -1;
+  if (absolute && path_len == 0) {
+    r->hbuf[path_off] = '/';
+    path_len = 1;
+  } else {
+    memcpy(r->hbuf + path_off, r->hbuf + start, path_len);
+  }
   r->hlen += path_len;
   if (hbuf_append(r, "", 1) < 0) return -1;
   if (r->nh > r->headers_cap) {
@@ -767,7 +785,7 @@ static int finalize_headers(req_priv *r, http_parser *p) {
   r->hbuf[r->target_len] = '\0';
   r->pub.target = r->hbuf;
   r->pub.path = r->hbuf + path_off;
-  r->pub.query = path_len < r->target_len ? r->hbuf + path_len + 1 : r->hbuf + r->target_len;
+  r->pub.query = path_end < r->target_len ? r->hbuf + path_end + 1 : r->hbuf + r->target_len;
   r->pub.headers = r->headers;
   r->pub.nheaders = r->nh;
   r->pub.method = http_method_str((enum http_method)p->method);

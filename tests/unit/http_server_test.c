@@ -170,6 +170,27 @@ TEST(keepalive_two_requests) {
   stop(f);
 }
 
+/* RFC 9112 3.2.2: a server must accept the absolute form; path and query
+ * are those of the origin form, and an empty path is "/". */
+TEST(absolute_form_target) {
+  fixture *f = start(NULL);
+  tc_conn c;
+  CHECK_INT(tc_connect(&c, f->port), ==, 0);
+  CHECK_INT(
+      tc_send_str(&c,
+                  "POST http://relay.example:8080/b?x=1 HTTP/1.1\r\nHost: relay.example:8080\r\n"
+                  "Content-Length: 2\r\n\r\nhi"),
+      ==, 0);
+  expect_echo(&c, "POST /b x=1|-|2 hi");
+  CHECK_INT(tc_send_str(&c, "GET HTTPS://relay.example HTTP/1.1\r\nHost: relay.example\r\n\r\n"),
+            ==, 0);
+  expect_echo(&c, "GET / |-|0 ");
+  CHECK_INT(tc_send_str(&c, "GET /http://x/y HTTP/1.1\r\nHost: h\r\n\r\n"), ==, 0);
+  expect_echo(&c, "GET /http://x/y |-|0 "); /* origin form: taken as it is */
+  tc_close(&c);
+  stop(f);
+}
+
 TEST(pipelined_answers_in_order) {
   fixture *f = start(NULL);
   tc_conn c;
