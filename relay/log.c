@@ -33,33 +33,113 @@ int log_enabled(log_level level) {
   return level >= threshold;
 }
 
-/* Appends s JSON-escaped; returns the new length (capped at cap-1). */
-static size_t put_escaped(char *buf, size_t n, size_t cap, const char *s) {
-  for (; *s && n + 7 < cap; s++) {
-    unsigned char c = (unsigned char)*s;
-    if (c == '"' || c == '\\') {
-      buf[n++] = '\\';
-      buf[n++] = (char)c;
+/* Room kept at the end of the line buffer for what closes a line (a
+ * value's quote, "...", '}' and '\n'), so that a cut line is still one
+ * JSON object. */
+#define LINE_TAIL 16
+
+/* Length of the valid UTF-8 sequence at s (s[0] >= 0x80), or 0 when the
+ * bytes are not one (overlong, surrogate, above U+10FFFF, cut short). */
+static size_t utf8_seq(const unsigned char *s) {
+  unsigned c = s[0];
+  size_t k;
+  unsigned cp, min;
+  if (c >= 0xc2 && c <= 0xdf) {
+    k = 1, cp = c & 0x1f, min = 0x80;
+  } else if (c >= 0xe0 && c <= 0xef) {
+    k = 2, cp = c & 0x0f, min = 0x800;
+  } else if (c >= 0xf0 && c <= 0xf4) {
+    k = 3, cp = c & 0x07, min = 0x10000;
+  } else {
+    return 0;
+  }
+  for (size_t j = 1; j <= k; j++) {
+    if ((s[j] & 0xc0) != 0x80) return 0; /* also stops at the NUL */
+    cp = (cp << 6) | (s[j] & 0x3f);
+  }
+  if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
+  return k + 1;
+}
+
+/* Appends s escaped, never past lim and never splitting a character:
+ * values come from files, the network and events, and a log collector
+ * drops a line that is not valid UTF-8 JSON. JSON mode escapes '"', '\\'
+ * and control characters; text mode only control characters (so a line
+ * stays a line). Bytes that are not UTF-8 become U+FFFD. A value cut at
+ * lim ends in "..." (the tail room holds it). Returns the new length. */
+static size_t put_escaped(char *buf, size_t n, size_t lim, const char *s, int json) {
+  static const char hex[] = "0123456789abcdef";
+  const unsigned char *p = (const unsigned char *)s;
+  while (*p) {
+    char tmp[8];
+    size_t tl = 0, adv = 1;
+    unsigned c = *p;
+    if (json && (c == '"' || c == '\\')) {
+      tmp[tl++] = '\\';
+      tmp[tl++] = (char)c;
     } else if (c < 0x20) {
-      n += (size_t)snprintf(buf + n, cap - n, "\\u%04x", c);
+      memcpy(tmp, "\\u00", 4);
+      tmp[4] = hex[c >> 4];
+      tmp[5] = hex[c & 15];
+      tl = 6;
+    } else if (c < 0x80) {
+      tmp[tl++] = (char)c;
+    } else if ((adv = utf8_seq(p)) > 0) {
+      memcpy(tmp, p, adv);
+      tl = adv;
     } else {
-      buf[n++] = (char)c;
+      adv = 1;
+      memcpy(tmp, "\xef\xbf\xbd", 3); /* U+FFFD */
+      tl = 3;
     }
+    if (n + tl > lim) {
+      memcpy(buf + n, "...", 3);
+      return n + 3;
+    }
+    memcpy(buf + n, tmp, tl);
+    n += tl;
+    p += adv;
   }
   return n;
 }
 
-static size_t put_raw(char *buf, size_t n, size_t cap, const char *s) {
+/* Appends s when all of it fits before lim; returns the new length, or
+ * (size_t)-1 without writing when it does not. */
+static size_t put_raw(char *buf, size_t n, size_t lim, const char *s) {
   size_t l = strlen(s);
-  if (n + l + 8 >= cap) l = cap > n + 8 ? cap - n - 8 : 0;
+  if (n + l > lim) return (size_t)-1;
   memcpy(buf + n, s, l);
   return n + l;
+}
+
+/* A '#' value is written unquoted; only what is a JSON number or literal
+ * is, anything else becomes null so the line stays valid. */
+static int json_bare_ok(const char *v) {
+  if (strcmp(v, "true") == 0 || strcmp(v, "false") == 0 || strcmp(v, "null") == 0) return 1;
+  const char *p = v;
+  if (*p == '-') p++;
+  if (*p < '0' || *p > '9') return 0;
+  if (*p == '0' && p[1] >= '0' && p[1] <= '9') return 0;
+  while (*p >= '0' && *p <= '9') p++;
+  if (*p == '.') {
+    p++;
+    if (*p < '0' || *p > '9') return 0;
+    while (*p >= '0' && *p <= '9') p++;
+  }
+  if (*p == 'e' || *p == 'E') {
+    p++;
+    if (*p == '+' || *p == '-') p++;
+    if (*p < '0' || *p > '9') return 0;
+    while (*p >= '0' && *p <= '9') p++;
+  }
+  return *p == '\0';
 }
 
 void rlog(log_level level, const char *msg, ...) {
   if (level < threshold) return;
   char buf[8192];
-  size_t n = 0, cap = sizeof buf;
+  const size_t lim = sizeof buf - LINE_TAIL;
+  size_t n = 0;
   struct timeval tv;
   gettimeofday(&tv, NULL);
   struct tm tm;
@@ -68,39 +148,42 @@ void rlog(log_level level, const char *msg, ...) {
   snprintf(ts, sizeof ts, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
            tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
            (long)(tv.tv_usec / 1000));
+  int json = !text_format;
+  char head[128];
+  if (json)
+    snprintf(head, sizeof head, "{\"time\":\"%s\",\"level\":\"%s\",\"msg\":\"", ts,
+             level_names[level]);
+  else
+    snprintf(head, sizeof head, "%s %-5s ", ts, level_names[level]);
+  n = put_raw(buf, 0, lim, head);
+  n = put_escaped(buf, n, lim, msg, json);
+  if (json) buf[n++] = '"';
   va_list ap;
   va_start(ap, msg);
-  if (text_format) {
-    n += (size_t)snprintf(buf, cap, "%s %-5s %s", ts, level_names[level], msg);
-    const char *k;
-    while ((k = va_arg(ap, const char *)) != NULL) {
-      const char *v = va_arg(ap, const char *);
-      if (*k == '#') k++;
-      n = put_raw(buf, n, cap, " ");
-      n = put_raw(buf, n, cap, k);
-      n = put_raw(buf, n, cap, "=");
-      n = put_raw(buf, n, cap, v ? v : "");
+  const char *k;
+  while ((k = va_arg(ap, const char *)) != NULL) {
+    const char *v = va_arg(ap, const char *);
+    if (!v) v = "";
+    int bare = (*k == '#');
+    if (bare) k++;
+    /* A pair is written whole or not at all, except for a long value,
+     * which is cut; once one is cut or left out, the rest are too. */
+    size_t m = put_raw(buf, n, lim, json ? ",\"" : " ");
+    if (m != (size_t)-1) m = put_raw(buf, m, lim, k);
+    if (m != (size_t)-1) m = put_raw(buf, m, lim, json ? (bare ? "\":" : "\":\"") : "=");
+    if (m == (size_t)-1) break;
+    if (json && bare) {
+      m = put_raw(buf, m, lim, *v && json_bare_ok(v) ? v : "null");
+      if (m == (size_t)-1) break;
+      n = m;
+      continue;
     }
-  } else {
-    n += (size_t)snprintf(buf, cap, "{\"time\":\"%s\",\"level\":\"%s\",\"msg\":\"", ts,
-                          level_names[level]);
-    n = put_escaped(buf, n, cap, msg);
-    n = put_raw(buf, n, cap, "\"");
-    const char *k;
-    while ((k = va_arg(ap, const char *)) != NULL) {
-      const char *v = va_arg(ap, const char *);
-      int raw = (*k == '#');
-      if (raw) k++;
-      n = put_raw(buf, n, cap, ",\"");
-      n = put_escaped(buf, n, cap, k);
-      n = put_raw(buf, n, cap, raw ? "\":" : "\":\"");
-      if (raw) n = put_raw(buf, n, cap, v && *v ? v : "null");
-      else n = put_escaped(buf, n, cap, v ? v : "");
-      if (!raw) n = put_raw(buf, n, cap, "\"");
-    }
-    n = put_raw(buf, n, cap, "}");
+    n = put_escaped(buf, m, lim, v, json);
+    if (json) buf[n++] = '"';
+    if (n > lim) break; /* cut: the tail room is in use */
   }
   va_end(ap);
+  if (json) buf[n++] = '}';
   buf[n++] = '\n';
   ssize_t w = write(STDERR_FILENO, buf, n);
   (void)w;
