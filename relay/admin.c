@@ -46,6 +46,7 @@ struct admin {
   rq_env *env;
   drain *drain;
   char blocked_reason[512]; /* while drain is NULL */
+  char blocked_code[48];    /* its AWS-style code; "" = NoCredentials */
   atomic_int commit_failing;  /* last group commit failed */
   char *token;
   unsigned jobs; /* thread-pool jobs not yet completed */
@@ -270,10 +271,11 @@ static void drainer_json(admin *a, json_object *o) {
      * what "blocked" means to an operator. */
     json_object_object_add(o, "drainer", json_object_new_string("blocked"));
     if (a->blocked_reason[0]) {
+      const char *code = a->blocked_code[0] ? a->blocked_code : "NoCredentials";
       char buf[600];
-      snprintf(buf, sizeof buf, "NoCredentials: %s", a->blocked_reason);
+      snprintf(buf, sizeof buf, "%s: %s", code, a->blocked_reason);
       json_object_object_add(o, "last_error", json_object_new_string(buf));
-      admin_json_str(o, "last_error_code", "NoCredentials");
+      admin_json_str(o, "last_error_code", code);
     } else {
       json_object_object_add(o, "last_error", NULL);
     }
@@ -826,6 +828,11 @@ void admin_set_drain(admin *a, drain *d) {
 }
 
 void admin_set_blocked_reason(admin *a, const char *reason) {
+  admin_set_blocked(a, NULL, reason);
+}
+
+void admin_set_blocked(admin *a, const char *code, const char *reason) {
+  snprintf(a->blocked_code, sizeof a->blocked_code, "%s", code ? code : "");
   snprintf(a->blocked_reason, sizeof a->blocked_reason, "%s", reason ? reason : "");
 }
 

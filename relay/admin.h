@@ -79,6 +79,9 @@ void admin_set_commit_failing(admin *a, int failing);
  * no sign, no overflow. 0 or -EINVAL. */
 int admin_parse_u64(const char *s, uint64_t *out);
 void admin_set_blocked_reason(admin *a, const char *reason);
+/* The same with another code than NoCredentials, e.g. "InvalidConfiguration"
+ * when publishing cannot start although credentials were found. */
+void admin_set_blocked(admin *a, const char *code, const char *reason);
 
 /* ---- Shared with relayctl's offline mode (--data-dir) ------------------ */
 

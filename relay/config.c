@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/types.h>
 
 #ifndef RELAY_VERSION
@@ -376,17 +377,59 @@ static int valid_role_arn(const char *s) {
          all_chars(f[5] + 5, "/+=,.@_-", 1);
 }
 
+/* http(s)://HOST[:PORT][/PATH], HOST a name, an IPv4 address or an [IPv6]
+ * literal. Refused here, not later: the SNS client is only created once
+ * AWS credentials are found, and a URL it cannot use would leave relayd
+ * running, "ready", and never publishing. No user info (it would be a
+ * secret in a non-secret setting), query or fragment (SigV4 signs the
+ * path alone). */
 static int valid_url(const char *s) {
   const char *h;
-  if (strncmp(s, "http://", 7) == 0)
+  if (strncasecmp(s, "http://", 7) == 0)
     h = s + 7;
-  else if (strncmp(s, "https://", 8) == 0)
+  else if (strncasecmp(s, "https://", 8) == 0)
     h = s + 8;
   else
     return 0;
-  if (*h == '\0' || *h == '/' || *h == ':') return 0;
-  for (; *s; s++)
-    if ((unsigned char)*s <= ' ' || *s == 0x7f) return 0;
+  if (strlen(s) > 900) return 0; /* the client's URL buffer holds 1023 */
+  for (const char *p = s; *p; p++)
+    if ((unsigned char)*p <= ' ' || (unsigned char)*p >= 0x7f || *p == '?' || *p == '#') return 0;
+  size_t al = strcspn(h, "/");
+  const char *port = NULL;
+  if (*h == '[') {
+    const char *close = memchr(h, ']', al);
+    char v6[INET6_ADDRSTRLEN + 1];
+    size_t vl = close ? (size_t)(close - h - 1) : 0;
+    struct in6_addr a6;
+    if (!close || vl == 0 || vl >= sizeof v6) return 0;
+    memcpy(v6, h + 1, vl);
+    v6[vl] = '\0';
+    if (inet_pton(AF_INET6, v6, &a6) != 1) return 0;
+    if (close + 1 < h + al) {
+      if (close[1] != ':') return 0;
+      port = close + 2;
+    }
+  } else {
+    size_t hl = 0;
+    for (; hl < al && h[hl] != ':'; hl++) {
+      int ch = (unsigned char)h[hl];
+      /* '_' for container names ("my_sns"), which curl accepts too. */
+      if (!(ch == '-' || ch == '.' || ch == '_' || is_digit(ch) ||
+            (ascii_lower(ch) >= 'a' && ascii_lower(ch) <= 'z')))
+        return 0;
+    }
+    if (hl == 0 || hl > 253) return 0;
+    if (hl < al) port = h + hl + 1;
+  }
+  if (port) {
+    size_t pl = (size_t)(h + al - port);
+    uint64_t pn = 0;
+    char pb[8];
+    if (pl == 0 || pl > 5) return 0;
+    memcpy(pb, port, pl);
+    pb[pl] = '\0';
+    if (parse_u64(pb, &pn) != 0 || pn == 0 || pn > 65535) return 0;
+  }
   return 1;
 }
 
@@ -455,13 +498,54 @@ static const char *env_lookup(loader *L, const char *name) {
   return NULL;
 }
 
+/* Whether s[0..len) is one of the suffixes Kubernetes gives a Service's
+ * variables: _SERVICE_HOST, _SERVICE_PORT[_NAME], _PORT,
+ * _PORT_<n>_<TCP|UDP|SCTP>[_PROTO|_PORT|_ADDR]. */
+static int service_link_suffix(const char *s, size_t len) {
+#define SUFFIX_IS(lit) (len == sizeof(lit) - 1 && memcmp(s, lit, len) == 0)
+  if (SUFFIX_IS("_SERVICE_HOST") || SUFFIX_IS("_SERVICE_PORT") || SUFFIX_IS("_PORT")) return 1;
+  if (len > 14 && memcmp(s, "_SERVICE_PORT_", 14) == 0) return 1; /* a named port */
+  if (len < 6 || memcmp(s, "_PORT_", 6) != 0) return 0;
+  size_t i = 6;
+  while (i < len && is_digit((unsigned char)s[i])) i++;
+  if (i == 6 || i == len || s[i] != '_') return 0;
+  s += i + 1;
+  len -= i + 1;
+  size_t pl = 0;
+  while (pl < len && s[pl] != '_') pl++;
+  if (!((pl == 3 && (memcmp(s, "TCP", 3) == 0 || memcmp(s, "UDP", 3) == 0)) ||
+        (pl == 4 && memcmp(s, "SCTP", 4) == 0)))
+    return 0;
+  s += pl;
+  len -= pl;
+  return len == 0 || SUFFIX_IS("_PROTO") || SUFFIX_IS("_PORT") || SUFFIX_IS("_ADDR");
+#undef SUFFIX_IS
+}
+
+/* A variable Kubernetes injected for another Service whose name starts with
+ * "relay-" (relay-admin gives RELAY_ADMIN_SERVICE_HOST, RELAY_ADMIN_PORT,
+ * ...). It only counts as one when its Service's _SERVICE_HOST is there
+ * too, so a mistyped setting such as RELAY_METRICS_PORT is still refused. */
+static int env_is_service_link(loader *L, const char *name, size_t len) {
+  for (size_t p = 6; p < len; p++) {
+    if (name[p] != '_' || !service_link_suffix(name + p, len - p)) continue;
+    char host[256];
+    if (p + sizeof "_SERVICE_HOST" > sizeof host) return 0;
+    memcpy(host, name, p);
+    memcpy(host + p, "_SERVICE_HOST", sizeof "_SERVICE_HOST");
+    if (env_lookup(L, host)) return 1;
+  }
+  return 0;
+}
+
 static int check_env_unknown(loader *L) {
   if (L->getenv_fn || !L->envp) return 0;
   for (char *const *e = L->envp; *e; e++) {
     if (strncmp(*e, "RELAY_", 6) != 0) continue;
     const char *eq = strchr(*e, '=');
     size_t nl = eq ? (size_t)(eq - *e) : strlen(*e);
-    if (key_index(*e, nl) >= 0 || env_is_foreign(*e, nl)) continue;
+    if (key_index(*e, nl) >= 0 || env_is_foreign(*e, nl) || env_is_service_link(L, *e, nl))
+      continue;
     char shown[84];
     printable(*e, nl, shown, sizeof shown);
     return fail(L, "%s: unknown setting in the environment (see relayd --help)", shown);
@@ -573,10 +657,12 @@ static int read_config_file(loader *L) {
   while (rc == 0 && (l = getline(&line, &cap, f)) >= 0) {
     lineno++;
     if (l > 0 && line[l - 1] == '\n') line[--l] = '\0';
+    /* A UTF-8 byte order mark, as some Windows editors write. */
+    size_t skip = lineno == 1 && l >= 3 && memcmp(line, "\xef\xbb\xbf", 3) == 0 ? 3 : 0;
     if (strlen(line) != (size_t)l)
       rc = fail(L, "%s:%d: NUL byte in line", L->file, lineno);
     else
-      rc = parse_line(L, line, lineno);
+      rc = parse_line(L, line + skip, lineno);
   }
   if (rc == 0 && ferror(f)) rc = fail(L, "--config %s: read error", L->file);
   free(line);
@@ -629,6 +715,15 @@ static int bad_value(loader *L, size_t i, const setting *s, const char *want) {
   char src[600], shown[84];
   describe_src(L, i, s, src, sizeof src);
   if (keys[i].secret) return fail(L, "%s: %s%s", keys[i].name, want, src);
+  const char *at = keys[i].type == K_URL ? strchr(s->val, '@') : NULL;
+  const char *sl = strstr(s->val, "://");
+  if (at && sl && at > sl && !memchr(sl + 3, '/', (size_t)(at - sl - 3))) {
+    /* user:password@ in a URL: show the URL without it. */
+    char red[84];
+    printable(s->val, (size_t)(sl + 3 - s->val), red, sizeof red);
+    printable(at + 1, strlen(at + 1), shown, sizeof shown - strlen(red) - 4);
+    return fail(L, "%s: %s, got \"%s***@%s\"%s", keys[i].name, want, red, shown, src);
+  }
   printable(s->val, strlen(s->val), shown, sizeof shown);
   return fail(L, "%s: %s, got \"%s\"%s", keys[i].name, want, shown, src);
 }
@@ -696,7 +791,7 @@ static int apply_key(loader *L, relay_config *c, size_t i, const setting *s) {
       if (!valid_region(s->val)) return bad_value(L, i, s, "must be a region like us-east-1");
       break;
     case K_URL:
-      if (!valid_url(s->val)) return bad_value(L, i, s, "must be an http:// or https:// URL");
+      if (!valid_url(s->val)) return bad_value(L, i, s, "must be http(s)://HOST[:PORT][/PATH]");
       break;
     case K_ENUM:
       if (!valid_choice(s->val, k->choices)) {

@@ -11,10 +11,13 @@
  * values may be quoted; an unquoted " #" starts a comment. Sizes take
  * K/KiB, M/MiB, G/GiB, T/TiB (binary; "GB" is refused as ambiguous).
  * RELAY_* environment variables that are not relayd settings but come from
- * Kubernetes service links (RELAY_SERVICE_*, RELAY_PORT*) or the project's
- * test harness (RELAY_BIN_DIR, RELAY_SHARED_DIR, RELAY_SOURCE_DIR,
+ * Kubernetes service links (RELAY_SERVICE_*, RELAY_PORT*, and those of any
+ * other Service named relay-*, e.g. RELAY_ADMIN_SERVICE_HOST, recognised
+ * by their suffix when the Service's _SERVICE_HOST is present too) or the
+ * project's test harness (RELAY_BIN_DIR, RELAY_SHARED_DIR, RELAY_SOURCE_DIR,
  * RELAY_SANITIZE, RELAY_TEST_*) are ignored; any other unknown one stops
- * start-up.
+ * start-up. RELAY_SNS_ENDPOINT must be http(s)://HOST[:PORT][/PATH]
+ * (HOST a name, IPv4 or [IPv6]; no user info, query or fragment).
  *
  * Keys beyond SPEC (tunables an operator may need; documented in README):
  *   RELAY_HTTP_MAX_CONNECTIONS (1024), RELAY_HTTP_HEADER_TIMEOUT_MS (10000),

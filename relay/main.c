@@ -58,6 +58,7 @@ typedef struct relayd {
   char creds_last_err[512];
   int stopping;
   int failed; /* exit 1: start-up could not complete */
+  char publish_err[300]; /* why start_publishing() failed, for stats */
 } relayd;
 
 /* ---- observers: metrics and the drainer's wake-up ----------------------- */
@@ -113,11 +114,27 @@ static int start_publishing(relayd *r) {
   };
   int rc = sns_client_new(&r->sns, &r->loop, &so);
   if (rc < 0) {
-    rlog(LOG_ERROR, "cannot create the SNS client", "error", strerror(-rc), NULL);
+    /* -EINVAL: the client refused the endpoint, topic or region; name the
+     * setting it took the endpoint from (config.c vets the RELAY_* ones,
+     * the AWS_ENDPOINT_URL* variables are read by the client alone). */
+    const char *key = "RELAY_SNS_TOPIC_ARN";
+    const char *sns_url = getenv("AWS_ENDPOINT_URL_SNS"), *any_url = getenv("AWS_ENDPOINT_URL");
+    if (r->cfg.sns_endpoint)
+      key = "RELAY_SNS_ENDPOINT";
+    else if (sns_url && *sns_url)
+      key = "AWS_ENDPOINT_URL_SNS";
+    else if (any_url && *any_url)
+      key = "AWS_ENDPOINT_URL";
+    if (rc != -EINVAL) key = "";
+    snprintf(r->publish_err, sizeof r->publish_err, "cannot create the SNS client%s%s: %s",
+             *key ? ", check " : "", key, strerror(-rc));
+    rlog(LOG_ERROR, "cannot create the SNS client", "key", key, "error", strerror(-rc), NULL);
     return rc;
   }
   rc = drain_new(&r->drn, &r->loop, &r->cfg, r->env, r->commit, r->sns);
   if (rc < 0) {
+    snprintf(r->publish_err, sizeof r->publish_err, "cannot create the drainer: %s",
+             strerror(-rc));
     rlog(LOG_ERROR, "cannot create the drainer", "error", strerror(-rc), NULL);
     sns_client_close(r->sns, NULL, NULL);
     r->sns = NULL;
@@ -126,6 +143,8 @@ static int start_publishing(relayd *r) {
   drain_set_creds(r->drn, r->creds);
   rc = drain_start(r->drn);
   if (rc < 0) {
+    snprintf(r->publish_err, sizeof r->publish_err, "cannot start the drainer: %s",
+             strerror(-rc));
     rlog(LOG_ERROR, "cannot start the drainer", "error", strerror(-rc), NULL);
     return rc;
   }
@@ -133,6 +152,17 @@ static int start_publishing(relayd *r) {
   rlog(LOG_INFO, "publishing", "endpoint", sns_client_endpoint(r->sns), "#fifo",
        r->cfg.fifo ? "true" : "false", NULL);
   return 0;
+}
+
+static void begin_shutdown(relayd *r);
+
+/* At start-up, the publishing side could not be built (an endpoint the SNS
+ * client refuses, no memory): like a bad setting, this stops relayd with
+ * status 1 before it takes traffic. */
+static void publishing_failed(relayd *r) {
+  rlog(LOG_ERROR, "cannot publish: stopping", NULL);
+  r->failed = 1;
+  if (!r->stopping) begin_shutdown(r);
 }
 
 /* No credentials at start-up: ingest runs anyway (events are stored and
@@ -160,6 +190,15 @@ static void creds_after_cb(uv_work_t *w, int status) {
     r->creds_pending = NULL;
     rlog(LOG_INFO, "AWS credentials found", NULL);
     if (start_publishing(r) == 0) return;
+    /* Late, relayd stays up: stopping would take the webhook endpoint
+     * down while Stream retries for 15 s at most, and lose those events.
+     * Events are stored and wait, as without credentials; stats show the
+     * drainer "blocked" with the reason until a restart with a fixed
+     * setting. */
+    rlog(LOG_ERROR, "cannot publish; events stay queued until relayd restarts with a fixed setting",
+         "error", r->publish_err, NULL);
+    if (r->adm) admin_set_blocked(r->adm, "InvalidConfiguration", r->publish_err);
+    return;
   } else if (strcmp(r->creds_err, r->creds_last_err) != 0) {
     rlog(LOG_WARN, "still no AWS credentials; events stay queued", "error", r->creds_err, NULL);
     snprintf(r->creds_last_err, sizeof r->creds_last_err, "%s", r->creds_err);
@@ -176,7 +215,8 @@ static void creds_timer_cb(uv_timer_t *t) {
     r->creds_work_busy = 1;
 }
 
-static void setup_publishing(relayd *r) {
+/* 0, or negative when publishing cannot start (the caller stops). */
+static int setup_publishing(relayd *r) {
   creds_options co;
   fill_creds_options(r, &co);
   char err[512] = "";
@@ -187,9 +227,9 @@ static void setup_publishing(relayd *r) {
          "error", err, NULL);
     snprintf(r->creds_last_err, sizeof r->creds_last_err, "%s", err);
     uv_timer_start(&r->creds_timer, creds_timer_cb, CREDS_RETRY_MS, 0);
-    return;
+    return 0;
   }
-  start_publishing(r);
+  return start_publishing(r);
 }
 
 /* ---- shutdown ------------------------------------------------------------ */
@@ -373,7 +413,11 @@ int main(int argc, char **argv) {
   /* Drainer start point. Credentials are looked up once here (blocking but
    * bounded by the chain's timeouts) while the webhook port is already
    * bound; connections wait in the backlog meanwhile. */
-  setup_publishing(&r);
+  if (setup_publishing(&r) < 0) {
+    publishing_failed(&r);
+    uv_run(&r.loop, UV_RUN_DEFAULT);
+    goto out;
+  }
 
   admin_options ao = {.listen = r.cfg.admin_listen, .token = r.cfg.admin_token,
                       .env = r.env, .drain = r.drn};

@@ -665,3 +665,109 @@ TEST(help_and_version) {
   CHECK(strchr(out, '\n') != NULL);
   free(out);
 }
+
+/* RELAY_SNS_ENDPOINT: whatever the SNS client cannot use must stop start-up
+ * here, naming the key. Accepted before, a bad port or a query made relayd
+ * start, say "ready" and never publish ("cannot create the SNS client"). */
+TEST(sns_endpoint_values) {
+  bad_env("RELAY_SNS_ENDPOINT=http://127.0.0.1:99999", "RELAY_SNS_ENDPOINT", NULL);
+  bad_env("RELAY_SNS_ENDPOINT=http://127.0.0.1:0/", "RELAY_SNS_ENDPOINT", NULL);
+  bad_env("RELAY_SNS_ENDPOINT=https://host:port/", "RELAY_SNS_ENDPOINT", NULL);
+  bad_env("RELAY_SNS_ENDPOINT=http://localhost:4566/?Action=Publish", "RELAY_SNS_ENDPOINT", NULL);
+  bad_env("RELAY_SNS_ENDPOINT=http://localhost:4566#frag", "RELAY_SNS_ENDPOINT", NULL);
+  bad_env("RELAY_SNS_ENDPOINT=http://[::1", "RELAY_SNS_ENDPOINT", NULL);
+  bad_env("RELAY_SNS_ENDPOINT=http://[::g]:4566", "RELAY_SNS_ENDPOINT", NULL);
+  bad_env("RELAY_SNS_ENDPOINT=http://[::1]x/", "RELAY_SNS_ENDPOINT", NULL);
+  bad_env("RELAY_SNS_ENDPOINT=http://user:pw@host/", "RELAY_SNS_ENDPOINT", "pw");
+  bad_env("RELAY_SNS_ENDPOINT=http://ho%st/", "RELAY_SNS_ENDPOINT", NULL);
+  bad_env("RELAY_SNS_ENDPOINT=http://host:/", "RELAY_SNS_ENDPOINT", NULL);
+  bad_env("RELAY_SNS_ENDPOINT=ftp://host/", "RELAY_SNS_ENDPOINT", NULL);
+
+  static const char *const good[] = {
+      "http://127.0.0.1:4566",
+      "http://localhost:4566/",
+      "http://fauxqs:4566",
+      "http://sns_emulator:4566/sns/",
+      "http://[::1]:4566/",
+      "http://[2001:db8::5]",
+      "https://vpce-0a1b-xyz.sns.us-east-1.vpce.amazonaws.com",
+      "https://sns.us-east-1.amazonaws.com:443/",
+      "HTTPS://SNS.US-EAST-1.AMAZONAWS.COM/",
+  };
+  for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+    char kv[256];
+    snprintf(kv, sizeof kv, "RELAY_SNS_ENDPOINT=%s", good[i]);
+    const char *env[] = {kv, "RELAY_SNS_TOPIC_ARN=" TOPIC, "RELAY_INSECURE_NO_SIGNATURE=1", NULL};
+    relay_config c;
+    if (load(&c, NULL, env) != 0) tl_fail(__FILE__, __LINE__, "%s refused: %s", good[i], err);
+    CHECK_STR(c.sns_endpoint, good[i]);
+    cfg_free(&c);
+  }
+}
+
+/* Kubernetes injects <SERVICE>_SERVICE_HOST, <SERVICE>_PORT_... for every
+ * Service in the namespace: a Service named relay-admin or relay-metrics
+ * (the usual way to scrape /metrics) gives RELAY_ADMIN_SERVICE_HOST and
+ * friends, which must not stop start-up. A look-alike without its
+ * SERVICE_HOST sibling is still an unknown setting (a typo is not hidden). */
+TEST(kubernetes_service_links) {
+  char *argv[] = {"relayd", NULL};
+  relay_config c;
+  char *env[] = {"RELAY_SNS_TOPIC_ARN=" TOPIC,
+                 "RELAY_INSECURE_NO_SIGNATURE=1",
+                 "RELAY_ADMIN_SERVICE_HOST=10.0.0.7",
+                 "RELAY_ADMIN_SERVICE_PORT=8081",
+                 "RELAY_ADMIN_SERVICE_PORT_ADMIN=8081",
+                 "RELAY_ADMIN_PORT=tcp://10.0.0.7:8081",
+                 "RELAY_ADMIN_PORT_8081_TCP=tcp://10.0.0.7:8081",
+                 "RELAY_ADMIN_PORT_8081_TCP_PROTO=tcp",
+                 "RELAY_ADMIN_PORT_8081_TCP_PORT=8081",
+                 "RELAY_ADMIN_PORT_8081_TCP_ADDR=10.0.0.7",
+                 "RELAY_WEBHOOK_PUBLIC_SERVICE_HOST=10.0.0.8",
+                 "RELAY_WEBHOOK_PUBLIC_PORT_443_UDP_ADDR=10.0.0.8",
+                 "RELAY_WEBHOOK_PUBLIC_SERVICE_PORT_HTTPS_ALT=443",
+                 NULL,
+                 NULL};
+  if (cfg_load_envp(&c, 1, argv, env, err, sizeof err) != 0)
+    tl_fail(__FILE__, __LINE__, "refused: %s", err);
+  CHECK_STR(c.admin_listen, "127.0.0.1:8081");
+  cfg_free(&c);
+
+  static const char *const still_unknown[] = {
+      "RELAY_METRICS_PORT=9090",             /* no RELAY_METRICS_SERVICE_HOST */
+      "RELAY_ADMIN_PORT_8081_TCP_HOST=x",    /* not a Kubernetes suffix */
+      "RELAY_ADMIN_PORT_80X1_TCP=tcp://x:1", /* port not a number */
+      "RELAY_ADMIN_SERVICE_HOSTS=10.0.0.7",
+      "RELAY_ADMIN_LISTEN_PORT=8081",
+  };
+  for (size_t i = 0; i < sizeof still_unknown / sizeof still_unknown[0]; i++) {
+    env[13] = (char *)still_unknown[i];
+    char name[64];
+    size_t nl = strcspn(still_unknown[i], "=");
+    snprintf(name, sizeof name, "%.*s", (int)nl, still_unknown[i]);
+    check_err(cfg_load_envp(&c, 1, argv, env, err, sizeof err), name, NULL);
+  }
+}
+
+/* A file saved by Windows tools (Notepad before 2019, PowerShell 5's
+ * Set-Content -Encoding UTF8) starts with a UTF-8 byte order mark; the
+ * first line must still be read as its key, not refused as "expected
+ * KEY=VALUE" on a line that looks right. */
+TEST(config_file_utf8_bom) {
+  char path[1024];
+  write_file("bom.conf",
+             "\xef\xbb\xbfRELAY_SNS_TOPIC_ARN=" TOPIC "\r\nRELAY_INSECURE_NO_SIGNATURE=1\r\n", path,
+             sizeof path);
+  const char *args[] = {"--config", path, NULL};
+  relay_config c;
+  if (load(&c, args, NULL) != 0) tl_fail(__FILE__, __LINE__, "refused: %s", err);
+  CHECK_STR(c.sns_topic_arn, TOPIC);
+  CHECK_INT(c.insecure_no_signature, ==, 1);
+  cfg_free(&c);
+
+  /* Only at the very start: elsewhere it is still not a key. */
+  write_file("bom2.conf",
+             "RELAY_SNS_TOPIC_ARN=" TOPIC "\n\xef\xbb\xbfRELAY_INSECURE_NO_SIGNATURE=1\n", path,
+             sizeof path);
+  check_err(load(&c, args, NULL), "bom2.conf:2", NULL);
+}
