@@ -71,18 +71,24 @@ run_until_exit() {
   set -e
 }
 
+# Waits up to SECS (x slow) for a stderr line matching PATTERN while relayd
+# ($pid) runs; fails with WHAT if it exits or the line does not come.
+wait_log() { # PATTERN SECS WHAT
+  local i=0
+  until grep -q "$1" "$tmp/err" 2>/dev/null; do
+    kill -0 "$pid" 2>/dev/null || { wait "$pid" || true; fail "relayd exited: $3"; }
+    i=$((i + 1))
+    [ $i -lt $(($2 * 10 * slow)) ] || { kill "$pid"; fail "timed out: $3"; }
+    sleep 0.1
+  done
+}
+
 # Starts relayd with extra env and waits for "relayd ready" (sets pid).
 start_until_ready() {
   rm -rf "$tmp/data"
   env -i "${base_env[@]}" "$@" "$relayd" 2>"$tmp/err" &
   pid=$!
-  local i=0
-  until grep -q '"msg":"relayd ready"' "$tmp/err" 2>/dev/null; do
-    kill -0 "$pid" 2>/dev/null || { wait "$pid" || true; fail "relayd exited at start-up ($*)"; }
-    i=$((i + 1))
-    [ $i -lt $((100 * slow)) ] || { kill "$pid"; fail "not ready in time ($*)"; }
-    sleep 0.1
-  done
+  wait_log '"msg":"relayd ready"' 10 "start-up ($*)"
 }
 
 stop_expect_0() {
@@ -139,13 +145,7 @@ case "$case_name" in
     env -i "${late_env[@]}" AWS_SHARED_CREDENTIALS_FILE="$tmp/creds" \
       AWS_ENDPOINT_URL_SNS="http://127.0.0.1:99999" "$relayd" 2>"$tmp/err" &
     pid=$!
-    i=0
-    until grep -q '"msg":"relayd ready"' "$tmp/err" 2>/dev/null; do
-      kill -0 "$pid" 2>/dev/null || fail "relayd exited at start-up"
-      i=$((i + 1))
-      [ $i -lt $((100 * slow)) ] || { kill "$pid"; fail "not ready in time"; }
-      sleep 0.1
-    done
+    wait_log '"msg":"relayd ready"' 10 "start-up without credentials"
     port_of() { sed -n "s/.*\"msg\":\"$1 listening\".*\"port\":\([0-9]*\).*/\1/p" "$tmp/err" | head -1; }
     aport=$(port_of admin)
     iport=$(port_of ingest)
@@ -153,13 +153,8 @@ case "$case_name" in
     curl -s "http://127.0.0.1:$aport/v1/stats" | grep -q '"last_error_code":"NoCredentials"' ||
       { kill "$pid"; fail "not blocked on credentials at first"; }
     printf '[default]\naws_access_key_id = AKIDLATE\naws_secret_access_key = late-secret-value\n' >"$tmp/creds"
-    i=0
-    until grep -q '"msg":"cannot publish; events stay queued' "$tmp/err" 2>/dev/null; do
-      kill -0 "$pid" 2>/dev/null || fail "relayd exited when the credentials came (it must stay up)"
-      i=$((i + 1))
-      [ $i -lt $((450 * slow)) ] || { kill "$pid"; fail "no late publishing failure logged"; }
-      sleep 0.1
-    done
+    wait_log '"msg":"cannot publish; events stay queued' 45 \
+      "the late publishing failure (relayd must stay up and log it)"
     sleep 0.5
     kill -0 "$pid" 2>/dev/null || fail "relayd exited after the late failure"
     st=$(curl -s "http://127.0.0.1:$aport/v1/stats")
