@@ -1274,6 +1274,10 @@ int rq_stat(rq_env *env, rq_stats *out) {
   return 0;
 }
 
+uint64_t rq_max_body_bytes(rq_env *env) {
+  return env ? env->append_cap / 2 : 0; /* as rq_txn_append()'s check */
+}
+
 int rq_over_watermark(rq_env *env) {
   if (!env) return -EINVAL;
   uint64_t used, size = env->map_size;

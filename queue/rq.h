@@ -266,6 +266,9 @@ int rq_stat(rq_env *env, rq_stats *out);
 /* 1 when live data is at or above the high watermark (ingest answers 503),
  * 0 below, <0 error. Cheap: safe to call per request batch. */
 int rq_over_watermark(rq_env *env);
+/* The largest body an append can ever take in this environment (a bigger
+ * one gets RQ_TOO_BIG however empty the queue is). */
+uint64_t rq_max_body_bytes(rq_env *env);
 
 /* ---- Dead-letter queue ------------------------------------------------ */
 

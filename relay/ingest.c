@@ -740,6 +740,17 @@ static void on_committed(commit_op *op) {
     outcome(ing, 200, reason);
     if (op->result == 0 && op->kind == COMMIT_APPEND && ing->o.on_stored)
       ing->o.on_stored(ing->o.arg);
+  } else if (op->result == RQ_TOO_BIG && op->rec.body_len > rq_max_body_bytes(ing->o.env)) {
+    /* Larger than this queue can ever hold (RELAY_QUEUE_MAX_BYTES set
+     * below about twice RELAY_MAX_BODY_BYTES): a 503 would have Stream
+     * retry in vain and mark the relay as failing (/readyz) for one event.
+     * (RQ_TOO_BIG can also mean a batch too large for one transaction:
+     * that one is worth a retry, and stays a 503.) */
+    char bytes[24];
+    snprintf(bytes, sizeof bytes, "%zu", op->rec.body_len);
+    rlog(LOG_WARN, "event larger than the queue can hold: 413", "#bytes", bytes, "key",
+         "RELAY_QUEUE_MAX_BYTES", NULL);
+    answer_error(ing, ir->req, 413, "too_large_for_queue", NULL);
   } else {
     if (!ing->unavailable_logged) {
       /* The committer logs the failing commit itself; this line says what

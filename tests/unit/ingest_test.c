@@ -1096,6 +1096,36 @@ TEST(map_full_503_and_recovers) {
   fixture_free(f);
 }
 
+/* An event under RELAY_MAX_BODY_BYTES that a (very small) queue can never
+ * hold gets 413 at once: a 503 would make Stream retry in vain, and the
+ * relay would read as failing (/readyz) because of one event. The next
+ * event is stored as usual. */
+TEST(event_larger_than_the_queue_413) {
+  fixture *f = fixture_new(1u << 20);
+  fixture_start(f);
+  size_t len = 600 * 1024;
+  char *body = malloc(len + 1);
+  int n = snprintf(body, len + 1, "{\"type\":\"message.new\",\"pad\":\"");
+  memset(body + n, 'x', len - (size_t)n - 2);
+  memcpy(body + len - 2, "\"}", 2);
+  body[len] = '\0';
+  tc_resp r;
+  CHECK_INT(post(f, mkreq("/", "key1", "s3cret", "huge", body, len, NULL, 0, NULL), &r), ==, 413);
+  char v[32];
+  CHECK(!tc_header(&r, "Retry-After", v, sizeof v));
+  CHECK(strstr(r.body, "too_large_for_queue") != NULL);
+  tc_resp_free(&r);
+  free(body);
+  static const char small[] = "{\"type\":\"message.new\",\"cid\":\"messaging:a\"}";
+  CHECK_INT(post(f, mkreq("/", "key1", "s3cret", "next", small, sizeof small - 1, NULL, 0, NULL),
+                 NULL),
+            ==, 200);
+  fixture_stop(f);
+  CHECK_INT(ready_count(f), ==, 1);
+  CHECK_INT(dlq_count(f), ==, 0);
+  fixture_free(f);
+}
+
 TEST(pipelined_and_group_commit) {
   fixture *f = start();
   enum { CONNS = 8, PER = 50 };
