@@ -316,8 +316,9 @@ typedef struct {
 
 /* Walks every record, decodes it and checks ordering. Undecodable ready
  * records (a record whose stored body is missing counts) are quarantined
- * to the DLQ (reason "corrupt", raw bytes kept as the body) instead of
- * failing. Problems go to `report`; returns 0 unless the
+ * to the DLQ (reason "corrupt", raw bytes kept as the body; a record whose
+ * header is damaged but whose body is stored apart keeps that body) instead
+ * of failing. Problems go to `report`; returns 0 unless the
  * walk itself failed. Needs a writable environment to quarantine. */
 int rq_verify(rq_env *env, rq_verify_report *report);
 

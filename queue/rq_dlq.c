@@ -360,6 +360,22 @@ int rq_verify(rq_env *env, rq_verify_report *report) {
         rc = rq_mdb_err(rc);
         break;
       }
+      /* A header that does not decode may still have its body intact in
+       * `bodies`: those are the event's exact bytes, which the DLQ entry
+       * must keep (and a replay publish). The header's bytes say less and
+       * are dropped; without a stored body they are all there is. */
+      bool kept_body = false;
+      if (!pass && !env->no_bodies) {
+        MDB_val b;
+        int r2 = mdb_get(txn, env->db_bodies, &k, &b);
+        if (r2 == 0) {
+          v = b;
+          kept_body = true;
+        } else if (r2 != MDB_NOTFOUND) {
+          rc = rq_mdb_err(r2);
+          break;
+        }
+      }
       /* Copy first: the put below may move the page v points into. */
       void *raw = malloc(v.mv_size ? v.mv_size : 1);
       if (!raw) {
@@ -370,6 +386,10 @@ int rq_verify(rq_env *env, rq_verify_report *report) {
       memcpy(raw, v.mv_data, rawn);
       rq_view view;
       rq_view_corrupt(&view, bad->v[i], raw, rawn, now);
+      if (kept_body) {
+        static const char kmsg[] = "record header could not be decoded; body kept";
+        rq_view_set_str(&view, RQ_F_DLQ_MESSAGE, kmsg, sizeof kmsg - 1);
+      }
       if (!pass && (rc = mdb_del(txn, env->db_ready, &k, NULL))) rc = rq_mdb_err(rc);
       if (!pass) mdb_del(txn, env->db_bodies, &k, NULL); /* may be inline (format 1) */
       if (!rc) {
