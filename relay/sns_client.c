@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "log.h"
@@ -247,6 +248,37 @@ static int is_credential_code(const char *code) {
   return 0;
 }
 
+/* Cuts `secret` out of msg: each whole occurrence, and a start of it left
+ * at the end of a message that was truncated to fit its field. */
+static void redact(char *msg, const char *secret, size_t sl) {
+  char *hit;
+  while ((hit = memmem(msg, strlen(msg), secret, sl)) != NULL) {
+    memmove(hit + 3, hit + sl, strlen(hit + sl) + 1);
+    memcpy(hit, "***", 3);
+  }
+  size_t ml = strlen(msg);
+  for (size_t k = sl - 1 < ml ? sl - 1 : ml; k >= 8; k--)
+    if (memcmp(msg + ml - k, secret, k) == 0) {
+      memcpy(msg + ml - k, "***", 4);
+      break;
+    }
+}
+
+/* SNS answers SignatureDoesNotMatch with the canonical request it expected,
+ * which holds the signed X-Amz-Security-Token value; that message goes on to
+ * stats, logs and the DLQ, so the token this request was signed with (still
+ * in its header list) is removed from every message first. */
+static void scrub_token(const sns_xfer *x, sns_result *results, size_t n, sns_result *overall) {
+  static const char name[] = "X-Amz-Security-Token: ";
+  const char *tok = NULL;
+  for (const struct curl_slist *h = x->hdrs; h; h = h->next)
+    if (strncasecmp(h->data, name, sizeof name - 1) == 0) tok = h->data + sizeof name - 1;
+  size_t tl = tok ? strlen(tok) : 0;
+  if (tl < 8) return;
+  redact(overall->message, tok, tl);
+  for (size_t i = 0; i < n; i++) redact(results[i].message, tok, tl);
+}
+
 static void xfer_finish(sns_client *c, sns_xfer *x, CURLcode res) {
   sns_result results[SNS_MAX_BATCH], overall;
   curl_off_t us = 0;
@@ -270,6 +302,7 @@ static void xfer_finish(sns_client *c, sns_xfer *x, CURLcode res) {
     fill_all(results, x->n, &overall, sns_classify(code, 0, -1), code,
              x->errbuf[0] ? x->errbuf : curl_easy_strerror(res));
   }
+  if (overall.outcome != SNS_OK) scrub_token(x, results, x->n, &overall);
   /* A rejected or expired token: ask the provider to refresh now rather
    * than at its next scheduled time. */
   if (c->creds && overall.outcome == SNS_CONFIG && is_credential_code(overall.code))

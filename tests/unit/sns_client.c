@@ -8,6 +8,7 @@
  * counts creds_invalidate() calls.
  */
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <uv.h>
@@ -385,4 +386,106 @@ TEST(token_errors_ask_for_fresh_credentials) {
               &p, 0);
   CHECK_INT(last[0].outcome, ==, SNS_CONFIG);
   CHECK_INT(p.invalidated, ==, 1);
+}
+
+/* Closing the client from inside a completion callback, while other
+ * answers of the same loop turn are still queued in curl: every request
+ * still gets exactly one callback, and nothing is touched after free. */
+typedef struct {
+  sns_client *c;
+  int calls[8];
+  int total;
+} close_ctx;
+static close_ctx cctx;
+static void on_done_close(void *arg, const sns_result *r, size_t n, const sns_result *all,
+                          double d) {
+  (void)r, (void)n, (void)all, (void)d;
+  int i = (int)(intptr_t)arg;
+  cctx.calls[i]++;
+  if (cctx.total++ == 0) sns_client_close(cctx.c, on_client_closed, &closed_flag);
+}
+
+TEST(close_inside_a_completion_callback) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  canned srv;
+  canned_start(&srv, &loop,
+               response("200 OK", "<PublishResponse " XMLNS "><PublishResult><MessageId>m"
+                                  "</MessageId></PublishResult></PublishResponse>"));
+  char ep[64];
+  snprintf(ep, sizeof ep, "http://127.0.0.1:%d", srv.port);
+  memset(&cctx, 0, sizeof cctx);
+  CHECK_INT(new_client(&loop, &cctx.c, ARN, NULL, ep, NULL), ==, 0);
+  sns_entry e = {.message = (const uint8_t *)"{\"type\":\"x\"}", .message_len = 12, .type = "x"};
+  for (int i = 0; i < 8; i++)
+    CHECK_INT(sns_publish(cctx.c, &e, 1, 0, on_done_close, (void *)(intptr_t)i), ==, 0);
+  closed_flag = 0;
+  while (!closed_flag) {
+    if (cctx.total) uv_walk(&loop, close_walk, &srv.server);
+    uv_run(&loop, UV_RUN_ONCE);
+  }
+  uv_walk(&loop, close_walk, &srv.server);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  for (int i = 0; i < 8; i++) CHECK_INT(cctx.calls[i], ==, 1);
+  CHECK_INT(uv_loop_close(&loop), ==, 0);
+}
+
+/* One request against a canned answer, without one_request()'s checks of
+ * the wire format (which assume its token). */
+static void one_exchange(const char *resp, creds_provider *p) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  canned srv;
+  canned_start(&srv, &loop, resp);
+  char ep[64];
+  snprintf(ep, sizeof ep, "http://127.0.0.1:%d", srv.port);
+  sns_client *c;
+  CHECK_INT(new_client(&loop, &c, ARN, NULL, ep, p), ==, 0);
+  sns_entry e = {.message = (const uint8_t *)"{\"type\":\"x\"}", .message_len = 12, .type = "x"};
+  cb_calls = 0;
+  CHECK_INT(sns_publish(c, &e, 1, 0, on_done, NULL), ==, 0);
+  while (cb_calls == 0) uv_run(&loop, UV_RUN_ONCE);
+  CHECK_INT(cb_calls, ==, 1);
+  closed_flag = 0;
+  sns_client_close(c, on_client_closed, &closed_flag);
+  uv_walk(&loop, close_walk, &srv.server);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(closed_flag, ==, 1);
+  CHECK_INT(uv_loop_close(&loop), ==, 0);
+}
+
+/* SNS answers SignatureDoesNotMatch with the canonical request it expected,
+ * and that includes the signed X-Amz-Security-Token header: the session
+ * token must not travel on into results (drainer stats, logs, DLQ). Both a
+ * token quoted whole and one cut by the 512-byte message field. */
+TEST(signature_error_message_never_carries_the_session_token) {
+  static char token[2][1200];
+  snprintf(token[0], sizeof token[0], "FwoGZXIvYXdzEXAMPLEshortTOKEN0123456789abcdef/+=");
+  size_t k = 0;
+  const char *pat = "IQoJb3JpZ2luX2VjEXAMPLEsessionTOKEN/x+y=";
+  for (; k < 1000; k++) token[1][k] = pat[k % strlen(pat)];
+  token[1][k] = '\0';
+  for (int t = 0; t < 2; t++) {
+    char body[3000];
+    snprintf(body, sizeof body,
+             "<ErrorResponse " XMLNS "><Error><Type>Sender</Type><Code>SignatureDoesNotMatch"
+             "</Code><Message>The request signature we calculated does not match the signature "
+             "you provided. Check your AWS Secret Access Key and signing method. Consult the "
+             "service documentation for details.\n\nThe Canonical String for this request should "
+             "have been\n'POST\n/\n\ncontent-type:application/x-www-form-urlencoded; "
+             "charset=utf-8\nhost:127.0.0.1\nx-amz-date:20261128T103000Z\n"
+             "x-amz-security-token:%s\n\ncontent-type;host;x-amz-date;x-amz-security-token\n"
+             "0123'</Message></Error></ErrorResponse>",
+             token[t]);
+    creds_provider p = {.token = token[t]};
+    one_exchange(response("403 Forbidden", body), &p);
+    CHECK_STR(last_overall.code, "SignatureDoesNotMatch");
+    CHECK_INT(last_overall.outcome, ==, SNS_CONFIG);
+    char head[13];
+    memcpy(head, token[t], 12);
+    head[12] = '\0';
+    CHECK(strstr(last_overall.message, "The request signature we calculated") != NULL);
+    CHECK(strstr(last_overall.message, head) == NULL);
+    CHECK(strstr(last[0].message, head) == NULL);
+  }
 }
