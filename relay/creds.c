@@ -1083,7 +1083,10 @@ static int ini_load(fetch_ctx *fc, ini_file *f, const char *path, int is_config)
     if (!*t || *t == '#' || *t == ';') continue;
     if (*t == '[') {
       char *end = strchr(t, ']');
-      if (!end || end[1]) {
+      /* A comment may follow the header, as the AWS CLI and SDKs allow. */
+      const char *after = end ? end + 1 : NULL;
+      while (after && (*after == ' ' || *after == '\t')) after++;
+      if (!end || (*after && *after != '#' && *after != ';')) {
         rc = set_err(fc, -EPROTO, "%s:%d: malformed section header", path, lineno);
         break;
       }

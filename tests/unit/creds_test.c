@@ -747,6 +747,35 @@ TEST(profile_missing_or_bad_files) {
   tenv_free(&e);
 }
 
+/* The AWS CLI and SDKs accept a comment after a section header
+ * ("[prod]  # production account"); such a file must not stop relayd. */
+TEST(profile_section_header_with_trailing_comment) {
+  write_file(tpath("credentials"),
+             "[prod]  # production account\naws_access_key_id = AKIDPROD\n"
+             "aws_secret_access_key = prod-secret\n");
+  write_file(tpath("config"), "[profile prod]\t; eu\nregion = eu-west-1\n");
+  tenv e;
+  tenv_init(&e);
+  tenv_set(&e, "AWS_SHARED_CREDENTIALS_FILE", tpath("credentials"));
+  tenv_set(&e, "AWS_CONFIG_FILE", tpath("config"));
+  tenv_set(&e, "AWS_PROFILE", "prod");
+  creds_options o = topts(&e);
+  creds_provider *p = NULL;
+  char err[512] = "";
+  aws_creds c;
+  CHECK_INT(creds_provider_new(&p, &o, err, sizeof err), ==, 0);
+  if (p) {
+    CHECK_INT(creds_get(p, &c, NULL, 0), ==, 0);
+    CHECK_STR(c.access_key_id, "AKIDPROD");
+    creds_provider_free(p);
+  }
+  /* Anything else after the bracket is still malformed. */
+  write_file(tpath("credentials"), "[prod] junk\naws_access_key_id=A\naws_secret_access_key=B\n");
+  CHECK_INT(creds_provider_new(&p, &o, err, sizeof err), ==, -EPROTO);
+  CHECK(strstr(err, "malformed section header") != NULL);
+  tenv_free(&e);
+}
+
 TEST(profile_role_with_source_profile) {
   sts_script sc = {0};
   sc.verify_key_id = "AKIDBASE";
