@@ -309,13 +309,14 @@ static char *response(const char *status, const char *body) {
   return buf;
 }
 
-static void one_request(const char *resp, creds_provider *p, int batch) {
+/* One request against a canned answer, the answer in last/last_overall
+ * and what went on the wire in srv->request. */
+static void one_exchange(const char *resp, creds_provider *p, int batch, canned *srv) {
   uv_loop_t loop;
   uv_loop_init(&loop);
-  canned srv;
-  canned_start(&srv, &loop, resp);
+  canned_start(srv, &loop, resp);
   char ep[64];
-  snprintf(ep, sizeof ep, "http://127.0.0.1:%d", srv.port);
+  snprintf(ep, sizeof ep, "http://127.0.0.1:%d", srv->port);
   sns_client *c;
   CHECK_INT(new_client(&loop, &c, ARN, NULL, ep, p), ==, 0);
   sns_entry e = {.message = (const uint8_t *)"{\"type\":\"x\"}", .message_len = 12, .type = "x"};
@@ -324,13 +325,19 @@ static void one_request(const char *resp, creds_provider *p, int batch) {
   CHECK_INT(cb_calls, ==, 0); /* never from inside sns_publish */
   while (cb_calls == 0) uv_run(&loop, UV_RUN_ONCE);
   CHECK_INT(cb_calls, ==, 1);
-  CHECK_INT(srv.requests, ==, 1);
+  CHECK_INT(srv->requests, ==, 1);
   closed_flag = 0;
   sns_client_close(c, on_client_closed, &closed_flag);
-  uv_walk(&loop, close_walk, &srv.server);
+  uv_walk(&loop, close_walk, &srv->server);
   uv_run(&loop, UV_RUN_DEFAULT);
   CHECK_INT(closed_flag, ==, 1);
   CHECK_INT(uv_loop_close(&loop), ==, 0);
+}
+
+/* one_exchange(), then checks of the wire format (for the token tok/en+=). */
+static void one_request(const char *resp, creds_provider *p, int batch) {
+  static canned srv;
+  one_exchange(resp, p, batch, &srv);
 
   /* What went on the wire. */
   const char *req = srv.request;
@@ -430,30 +437,6 @@ TEST(close_inside_a_completion_callback) {
   CHECK_INT(uv_loop_close(&loop), ==, 0);
 }
 
-/* One request against a canned answer, without one_request()'s checks of
- * the wire format (which assume its token). */
-static void one_exchange(const char *resp, creds_provider *p) {
-  uv_loop_t loop;
-  uv_loop_init(&loop);
-  canned srv;
-  canned_start(&srv, &loop, resp);
-  char ep[64];
-  snprintf(ep, sizeof ep, "http://127.0.0.1:%d", srv.port);
-  sns_client *c;
-  CHECK_INT(new_client(&loop, &c, ARN, NULL, ep, p), ==, 0);
-  sns_entry e = {.message = (const uint8_t *)"{\"type\":\"x\"}", .message_len = 12, .type = "x"};
-  cb_calls = 0;
-  CHECK_INT(sns_publish(c, &e, 1, 0, on_done, NULL), ==, 0);
-  while (cb_calls == 0) uv_run(&loop, UV_RUN_ONCE);
-  CHECK_INT(cb_calls, ==, 1);
-  closed_flag = 0;
-  sns_client_close(c, on_client_closed, &closed_flag);
-  uv_walk(&loop, close_walk, &srv.server);
-  uv_run(&loop, UV_RUN_DEFAULT);
-  CHECK_INT(closed_flag, ==, 1);
-  CHECK_INT(uv_loop_close(&loop), ==, 0);
-}
-
 /* SNS answers SignatureDoesNotMatch with the canonical request it expected,
  * and that includes the signed X-Amz-Security-Token header: the session
  * token must not travel on into results (drainer stats, logs, DLQ). Both a
@@ -478,7 +461,8 @@ TEST(signature_error_message_never_carries_the_session_token) {
              "0123'</Message></Error></ErrorResponse>",
              token[t]);
     creds_provider p = {.token = token[t]};
-    one_exchange(response("403 Forbidden", body), &p);
+    static canned srv;
+    one_exchange(response("403 Forbidden", body), &p, 0, &srv);
     CHECK_STR(last_overall.code, "SignatureDoesNotMatch");
     CHECK_INT(last_overall.outcome, ==, SNS_CONFIG);
     char head[13];
