@@ -37,11 +37,16 @@
 #define CREDS_MAX_PROFILE_DEPTH 5
 #define CREDS_ERR_MAX 512
 #define CREDS_MAX_SECRETS 64
-#define CREDS_BACKOFF_MAX_S 60
 #define CREDS_REFRESH_MARGIN_S 300
-/* Never re-fetch more often than this on creds_invalidate(), so a storm of
- * auth errors from AWS does not turn into a storm of STS calls. */
-#define CREDS_INVALIDATE_MIN_MS 1000
+/* Refresh retries: a broken metadata endpoint or token must not become a
+ * request (and log line) a second. The base is also the shortest gap
+ * creds_invalidate() can cause, so a storm of auth errors from AWS does not
+ * turn into a storm of STS calls. */
+#define CREDS_RETRY_BASE_MS 1000
+#define CREDS_RETRY_MAX_MS 60000
+/* A failure that goes on unchanged at the cap is logged at WARN again this
+ * often, so it stays visible without flooding. */
+#define CREDS_WARN_REPEAT_MS (10 * 60 * 1000)
 
 #define IMDS_DEFAULT_ENDPOINT "http://169.254.169.254"
 #define IMDS_IPV6_ENDPOINT "http://[fd00:ec2::254]"
@@ -129,7 +134,14 @@ struct creds_provider {
   char err[CREDS_ERR_MAX];
   int64_t next_refresh_ms; /* monotonic; 0 = nothing scheduled */
   int64_t last_attempt_ms;
-  int backoff_s;
+  uint64_t retry_base_ms, retry_max_ms;
+  unsigned failures; /* failed refreshes in a row */
+  /* The last failure logged at WARN: a repeat of it logs at DEBUG unless
+   * the backoff stepped up or CREDS_WARN_REPEAT_MS passed. */
+  int warned_rc;
+  uint64_t warned_interval_ms;
+  int64_t warned_at_ms;
+  char warned_err[CREDS_ERR_MAX];
 };
 
 /* ---------------------------------------------------------------- utils */
@@ -1160,6 +1172,14 @@ static const char *prof_get(const profiles *pf, const char *name, const char *ke
 static int resolve_profile(fetch_ctx *fc, const profiles *pf, const char *name, int depth,
                            aws_creds *out);
 
+/* aws_security_token is the name older SDKs and tools (boto 2, aws-vault,
+ * awsume) still write; the CLI and the SDKs read it when aws_session_token
+ * is absent, so a file they accept works here too. */
+static const char *prof_token(const profiles *pf, const char *name) {
+  const char *t = prof_get(pf, name, "aws_session_token");
+  return t ? t : prof_get(pf, name, "aws_security_token");
+}
+
 static int src_container(fetch_ctx *fc, aws_creds *out);
 static int src_imds(fetch_ctx *fc, aws_creds *out, int *implicit);
 
@@ -1177,7 +1197,7 @@ static int role_source(fetch_ctx *fc, const profiles *pf, const char *name, int 
       const char *s = prof_get(pf, name, "aws_secret_access_key");
       if (!k || !s)
         return set_err(fc, -EINVAL, "profile '%s' is its own source_profile but has no keys", name);
-      return static_keys(fc, "profile", k, s, prof_get(pf, name, "aws_session_token"), base);
+      return static_keys(fc, "profile", k, s, prof_token(pf, name), base);
     }
     if (depth >= CREDS_MAX_PROFILE_DEPTH)
       return set_err(fc, -EINVAL, "source_profile chain longer than %d (a cycle?)",
@@ -1263,7 +1283,7 @@ static int resolve_profile(fetch_ctx *fc, const profiles *pf, const char *name, 
       return set_err(fc, -EINVAL, "profile '%s': %s is set without %s", name,
                      k ? "aws_access_key_id" : "aws_secret_access_key",
                      k ? "aws_secret_access_key" : "aws_access_key_id");
-    int rc = static_keys(fc, "profile", k, s, prof_get(pf, name, "aws_session_token"), out);
+    int rc = static_keys(fc, "profile", k, s, prof_token(pf, name), out);
     if (rc == 0) set_static(out, "profile");
     return rc;
   }
@@ -1580,6 +1600,22 @@ static int resolve_all(fetch_ctx *fc, aws_creds *out) {
   return rc;
 }
 
+/* Credentials that expired before they arrived cannot sign anything: a
+ * metadata endpoint serving stale ones, or a system clock ahead of AWS's.
+ * Treating them as a failure (instead of storing them and asking again in a
+ * second) puts them under the retry backoff and names the cause. */
+static int check_fresh(fetch_ctx *fc, const aws_creds *c) {
+  time_t now = time(NULL);
+  if (c->expiration == 0 || c->expiration > now) return 0;
+  struct tm tm;
+  char when[32] = "?";
+  if (gmtime_r(&c->expiration, &tm)) strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return set_err(fc, -EACCES,
+                 "the %s credentials expired at %s, before they arrived; check the credential "
+                 "source and the system clock",
+                 c->source, when);
+}
+
 /* One full resolution; on failure errbuf holds a scrubbed message. */
 static int fetch(creds_provider *p, aws_creds *out, char *err, size_t errlen) {
   fetch_ctx *fc = calloc(1, sizeof *fc);
@@ -1597,6 +1633,7 @@ static int fetch(creds_provider *p, aws_creds *out, char *err, size_t errlen) {
   add_secret(fc, c->env[E_CONTAINER_TOKEN]);
   add_secret(fc, c->external_id);
   int rc = resolve_all(fc, out);
+  if (rc == 0) rc = check_fresh(fc, out);
   if (rc < 0) {
     scrub(fc->err, sizeof fc->err, fc->secrets, fc->nsecrets);
     snprintf(err, errlen, "%s", fc->err[0] ? fc->err : "credential resolution failed");
@@ -1655,14 +1692,64 @@ static int64_t refresh_due(time_t exp) {
   return mono_ms() + (int64_t)delay * 1000;
 }
 
+/* Nominal gap before the next attempt after `failures` failures in a row:
+ * base, doubling, at most cap. */
+static uint64_t retry_interval(uint64_t base, uint64_t cap, unsigned failures) {
+  uint64_t iv = base;
+  for (unsigned i = 1; i < failures && iv < cap; i++) iv *= 2;
+  return iv < cap ? iv : cap;
+}
+
+/* iv +-20 %, so relays that lost the same endpoint together do not retry in
+ * step. The shape of backoff_probe_delay() (relay/backoff.h); not that
+ * function itself, because backoff.h brings sns.h and libuv into this
+ * leaf module and into every program that links it. arc4random needs no
+ * seeding and is thread-safe. */
+static uint64_t retry_jitter(uint64_t iv) {
+  uint64_t j = iv / 5;
+  if (j == 0) return iv;
+  if (j > UINT32_MAX / 2 - 1) j = UINT32_MAX / 2 - 1;
+  return iv - j + arc4random_uniform((uint32_t)(2 * j + 1));
+}
+
+/* A refresh failed (mu held): schedule the retry and log, at WARN only
+ * when something changed (error, backoff step) or after a long silence. */
+static void refresh_failed(creds_provider *p, int rc, const char *err, int64_t now) {
+  p->failures++;
+  uint64_t iv = retry_interval(p->retry_base_ms, p->retry_max_ms, p->failures);
+  uint64_t delay = retry_jitter(iv);
+  if (delay < 1) delay = 1;
+  p->next_refresh_ms = now + (int64_t)delay;
+  snprintf(p->err, sizeof p->err, "%s", err);
+  int warn = rc != p->warned_rc || strcmp(err, p->warned_err) != 0 || iv > p->warned_interval_ms ||
+             now - p->warned_at_ms >= CREDS_WARN_REPEAT_MS;
+  if (warn) {
+    p->warned_rc = rc;
+    p->warned_interval_ms = iv;
+    p->warned_at_ms = now;
+    snprintf(p->warned_err, sizeof p->warned_err, "%s", err);
+  }
+  log_level lvl = warn ? LOG_WARN : LOG_DEBUG;
+  if (!log_enabled(lvl)) return;
+  char rcs[16], n[16], retry[24];
+  snprintf(rcs, sizeof rcs, "%d", rc);
+  snprintf(n, sizeof n, "%u", p->failures);
+  snprintf(retry, sizeof retry, "%llu", (unsigned long long)delay);
+  rlog(lvl, "aws credentials refresh failed", "error", err, "#rc", rcs, "#failures", n,
+       "#retry_in_ms", retry, NULL);
+}
+
 static void *refresh_main(void *arg) {
   creds_provider *p = arg;
   pthread_mutex_lock(&p->mu);
   while (!atomic_load(&p->stop)) {
     int64_t now = mono_ms();
     int64_t due = p->next_refresh_ms;
-    if (p->invalidated) {
-      int64_t soonest = p->last_attempt_ms + CREDS_INVALIDATE_MIN_MS;
+    /* While failing, the backoff already says when to try again, and an
+     * invalidation (AWS refusing the old credentials) changes nothing
+     * about the source that fails. */
+    if (p->invalidated && p->failures == 0) {
+      int64_t soonest = p->last_attempt_ms + (int64_t)p->retry_base_ms;
       if (!due || soonest < due) due = soonest < now ? now : soonest;
     }
     if (!due || due > now) {
@@ -1699,25 +1786,25 @@ static void *refresh_main(void *arg) {
       p->cur = fresh;
       p->have = 1;
       p->err[0] = '\0';
-      p->backoff_s = 0;
       p->next_refresh_ms = refresh_due(fresh.expiration);
       secure_zero(&fresh, sizeof fresh);
-      if (log_enabled(LOG_DEBUG)) {
+      if (p->failures > 0) {
+        char n[16];
+        snprintf(n, sizeof n, "%u", p->failures);
+        rlog(LOG_INFO, "aws credentials refreshed after failures", "source", p->cur.source,
+             "#failures", n, NULL);
+        p->failures = 0;
+        p->warned_rc = 0;
+        p->warned_interval_ms = 0;
+        p->warned_err[0] = '\0';
+      } else if (log_enabled(LOG_DEBUG)) {
         char exp[32];
         snprintf(exp, sizeof exp, "%lld", (long long)p->cur.expiration);
         rlog(LOG_DEBUG, "aws credentials refreshed", "source", p->cur.source, "#expiration", exp,
              NULL);
       }
     } else {
-      p->backoff_s = p->backoff_s ? p->backoff_s * 2 : 1;
-      if (p->backoff_s > CREDS_BACKOFF_MAX_S) p->backoff_s = CREDS_BACKOFF_MAX_S;
-      p->next_refresh_ms = mono_ms() + (int64_t)p->backoff_s * 1000;
-      snprintf(p->err, sizeof p->err, "%s", err);
-      char rcs[16], retry[24];
-      snprintf(rcs, sizeof rcs, "%d", rc);
-      snprintf(retry, sizeof retry, "%d", p->backoff_s * 1000);
-      rlog(LOG_WARN, "aws credentials refresh failed", "error", err, "#rc", rcs, "#retry_in_ms",
-           retry, NULL);
+      refresh_failed(p, rc, err, mono_ms());
     }
   }
   pthread_mutex_unlock(&p->mu);
@@ -1759,6 +1846,11 @@ int creds_provider_new(creds_provider **out, const creds_options *opts, char *er
   pthread_cond_init(&p->cv, &ca);
   pthread_condattr_destroy(&ca);
   atomic_init(&p->stop, 0);
+  p->retry_base_ms =
+      opts && opts->retry_base_ms > 0 ? (uint64_t)opts->retry_base_ms : CREDS_RETRY_BASE_MS;
+  p->retry_max_ms =
+      opts && opts->retry_max_ms > 0 ? (uint64_t)opts->retry_max_ms : CREDS_RETRY_MAX_MS;
+  if (p->retry_max_ms < p->retry_base_ms) p->retry_max_ms = p->retry_base_ms;
   if (cfg_init(&p->cfg, opts) < 0) {
     provider_destroy(p);
     snprintf(errbuf, errlen, "out of memory");

@@ -52,6 +52,13 @@ typedef struct {
   /* Per-request timeouts for the metadata/STS calls, milliseconds
    * (0 = defaults: 1000 for IMDS, 5000 for STS and container). */
   long timeout_ms;
+  /* Background refresh retries after a failure (an error, or credentials
+   * that are already expired): about retry_base_ms, doubling per failure in
+   * a row up to retry_max_ms, +-20 % jitter, back to the base after a
+   * success. retry_base_ms is also the shortest gap between fetches that
+   * creds_invalidate() can cause. 0 = 1000 and 60000; tests shrink them. */
+  long retry_base_ms;
+  long retry_max_ms;
 } creds_options;
 
 /* Creates a provider, resolves credentials once (blocking, bounded by the
@@ -60,6 +67,8 @@ typedef struct {
  * credentials (errbuf explains which sources were tried); -EACCES when a
  * source answered with an error (errbuf has the AWS code); -ETIMEDOUT,
  * -ECONNREFUSED for endpoints that did not answer; -EPROTO for garbage.
+ * Credentials that are already expired when they arrive (a broken metadata
+ * endpoint, a wrong system clock) are -EACCES too, never handed out.
  * Also: -EINVAL for an incomplete or contradictory setup (a key id without
  * its secret, a token file without AWS_ROLE_ARN, role_arn without a source,
  * a cyclic source_profile chain, plain-http FULL_URI off the host, a bad
@@ -70,7 +79,9 @@ typedef struct {
  *
  * The environment (through getenv_fn) is read once, here; token files and
  * the shared files are re-read on every refresh, so rotated tokens work.
- * Profiles may use aws_access_key_id/aws_secret_access_key/aws_session_token,
+ * Profiles may use aws_access_key_id/aws_secret_access_key/aws_session_token
+ * (or its legacy name aws_security_token, read when aws_session_token is
+ * absent),
  * role_arn with source_profile or credential_source (Environment,
  * EcsContainer, Ec2InstanceMetadata) or web_identity_token_file, and
  * external_id, role_session_name, duration_seconds. */
@@ -80,7 +91,8 @@ int creds_provider_new(creds_provider **out, const creds_options *opts,
  * Returns 0, or -EAGAIN when the last refresh failed and the credentials
  * have expired (errbuf says why). */
 int creds_get(creds_provider *p, aws_creds *out, char *errbuf, size_t errlen);
-/* Asks for a refresh soon (after an auth error from AWS). Non-blocking. */
+/* Asks for a refresh soon (after an auth error from AWS). Non-blocking.
+ * While refreshes are failing it does not cut the backoff short. */
 void creds_invalidate(creds_provider *p);
 void creds_provider_free(creds_provider *p);
 

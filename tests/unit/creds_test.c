@@ -776,6 +776,69 @@ TEST(profile_section_header_with_trailing_comment) {
   tenv_free(&e);
 }
 
+/* aws-vault, awsume and boto 2 write the session token as
+ * aws_security_token; the CLI and SDKs read it when aws_session_token is
+ * absent, and aws_session_token wins when both are there. */
+TEST(profile_legacy_security_token) {
+  write_file(tpath("credentials"),
+             "[legacy]\naws_access_key_id = AKIDLEGACY\naws_secret_access_key = legacy-secret\n"
+             "aws_security_token = legacy-token\n"
+             "[both]\naws_security_token = old-name-token\naws_access_key_id = AKIDBOTH\n"
+             "aws_secret_access_key = both-secret\naws_session_token = new-name-token\n");
+  tenv e;
+  tenv_init(&e);
+  tenv_set(&e, "AWS_SHARED_CREDENTIALS_FILE", tpath("credentials"));
+  tenv_set(&e, "AWS_PROFILE", "legacy");
+  creds_options o = topts(&e);
+  creds_provider *p = NULL;
+  char err[512] = "";
+  aws_creds c;
+  CHECK_INT(creds_provider_new(&p, &o, err, sizeof err), ==, 0);
+  if (p) {
+    CHECK_INT(creds_get(p, &c, NULL, 0), ==, 0);
+    CHECK_STR(c.access_key_id, "AKIDLEGACY");
+    CHECK_STR(c.session_token, "legacy-token");
+    creds_provider_free(p);
+  }
+  tenv_set(&e, "AWS_PROFILE", "both");
+  CHECK_INT(creds_provider_new(&p, &o, err, sizeof err), ==, 0);
+  if (p) {
+    CHECK_INT(creds_get(p, &c, NULL, 0), ==, 0);
+    CHECK_STR(c.access_key_id, "AKIDBOTH");
+    CHECK_STR(c.session_token, "new-name-token");
+    creds_provider_free(p);
+  }
+  tenv_free(&e);
+}
+
+/* The legacy name also carries the token of a role's own keys
+ * (source_profile naming itself): STS checks the signature with it. */
+TEST(profile_legacy_security_token_signs_assume_role) {
+  sts_script sc = {0};
+  sc.verify_key_id = "AKIDSELF";
+  sc.verify_secret = "self-secret";
+  sc.verify_token = "self-legacy-token";
+  chd_server *s = chd_start(sts_handler, &sc);
+  write_file(tpath("credentials"),
+             "[self]\naws_access_key_id = AKIDSELF\naws_secret_access_key = self-secret\n"
+             "aws_security_token = self-legacy-token\n"
+             "role_arn = arn:aws:iam::1:role/self\nsource_profile = self\n");
+  tenv e;
+  tenv_init(&e);
+  tenv_set(&e, "AWS_SHARED_CREDENTIALS_FILE", tpath("credentials"));
+  tenv_set(&e, "AWS_PROFILE", "self");
+  tenv_set(&e, "AWS_ENDPOINT_URL_STS", chd_url(s));
+  creds_options o = topts(&e);
+  creds_provider *p = NULL;
+  char err[512] = "";
+  CHECK_INT(creds_provider_new(&p, &o, err, sizeof err), ==, 0);
+  CHECK_INT(atomic_load(&sc.sig_bad), ==, 0);
+  CHECK_INT(chd_count(s), ==, 1);
+  if (p) creds_provider_free(p);
+  chd_stop(s);
+  tenv_free(&e);
+}
+
 TEST(profile_role_with_source_profile) {
   sts_script sc = {0};
   sc.verify_key_id = "AKIDBASE";
@@ -1692,4 +1755,217 @@ TEST(secrets_never_logged) {
   CHECK(strstr(logged, "InvalidIdentityToken") != NULL);
   check_no_secret(logged, "stderr");
   free(logged);
+}
+
+/* ------------------------------------------------------------ retry backoff */
+
+/* A container endpoint whose answer the test switches: valid credentials,
+ * credentials that expired an hour ago (a fixed instant, so the error text
+ * stays the same from one attempt to the next), or HTTP 500. Each request's
+ * arrival time is recorded. */
+enum { FLAKY_VALID, FLAKY_EXPIRED, FLAKY_ERROR };
+#define FLAKY_MAX 256
+
+typedef struct {
+  atomic_int mode;
+  atomic_int calls;
+  long long at_ms[FLAKY_MAX];
+  char expired_at[64];
+} flaky_script;
+
+static void flaky_handler(const chd_request *rq, chd_response *rs, void *arg) {
+  (void)rq;
+  flaky_script *sc = arg;
+  int n = atomic_load(&sc->calls);
+  if (n < FLAKY_MAX) sc->at_ms[n] = now_ms();
+  atomic_store(&sc->calls, n + 1); /* one server thread: no lost updates */
+  snprintf(rs->content_type, sizeof rs->content_type, "application/json");
+  int mode = atomic_load(&sc->mode);
+  if (mode == FLAKY_ERROR) {
+    chd_reply(rs, 500, "{\"message\":\"agent unavailable\"}");
+    return;
+  }
+  char exp[64];
+  if (mode == FLAKY_EXPIRED)
+    snprintf(exp, sizeof exp, "%s", sc->expired_at);
+  else
+    iso8601(time(NULL) + 3600, exp, sizeof exp);
+  chd_reply(rs, 200,
+            "{\"AccessKeyId\":\"ASIAFLAKY%d\",\"SecretAccessKey\":\"flaky-secret\","
+            "\"Token\":\"flaky-token\",\"Expiration\":\"%s\"}",
+            n + 1, exp);
+}
+
+static void flaky_env(tenv *e, chd_server *s) {
+  static char url[128];
+  snprintf(url, sizeof url, "%s/creds", chd_url(s));
+  tenv_init(e);
+  tenv_set(e, "AWS_CONTAINER_CREDENTIALS_FULL_URI", url);
+}
+
+/* Waits until the endpoint has seen n requests (or ms passed), calling
+ * creds_invalidate() every 2 ms when storm is set, as a drainer does while
+ * AWS refuses every request. */
+static void wait_calls(flaky_script *sc, creds_provider *p, int n, long ms, int storm) {
+  long long t0 = now_ms();
+  while (atomic_load(&sc->calls) < n && now_ms() - t0 < ms) {
+    if (storm) creds_invalidate(p);
+    sleep_ms(2);
+  }
+}
+
+/* Stderr goes to a file between cap_begin() and cap_end() (which returns
+ * what was written; the caller frees it). */
+static int cap_begin(void) {
+  snprintf(cap_path, sizeof cap_path, "%s/stderr.txt", tl_tmpdir);
+  fflush(stderr);
+  int saved = dup(2);
+  cap_saved = saved;
+  atexit(cap_restore_at_exit);
+  int fd = open(cap_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  CHECK(saved >= 0 && fd >= 0);
+  CHECK(dup2(fd, 2) == 2);
+  close(fd);
+  return saved;
+}
+
+static char *cap_end(int saved) {
+  fflush(stderr);
+  CHECK(dup2(saved, 2) == 2);
+  cap_saved = -1;
+  close(saved);
+  char *text = tl_read_file(cap_path, NULL);
+  CHECK(text != NULL);
+  return text;
+}
+
+static int count_lines(const char *text, const char *needle) {
+  int n = 0;
+  for (const char *l = text; l && *l;) {
+    const char *nl = strchr(l, '\n');
+    size_t len = nl ? (size_t)(nl - l) : strlen(l);
+    const char *hit = strstr(l, needle);
+    if (hit && hit < l + len) n++;
+    l = nl ? nl + 1 : NULL;
+  }
+  return n;
+}
+
+/* Credentials that are already expired when they arrive (a stale metadata
+ * endpoint, a clock ahead of AWS's) are an error with the reason, not a
+ * "success" that is asked again every second. */
+TEST(expired_credentials_are_refused) {
+  flaky_script sc;
+  memset(&sc, 0, sizeof sc);
+  iso8601(time(NULL) - 3600, sc.expired_at, sizeof sc.expired_at);
+  atomic_store(&sc.mode, FLAKY_EXPIRED);
+  chd_server *s = chd_start(flaky_handler, &sc);
+  tenv e;
+  flaky_env(&e, s);
+  creds_options o = topts(&e);
+  creds_provider *p = (creds_provider *)&sc; /* must be reset to NULL */
+  char err[512] = "";
+  CHECK_INT(creds_provider_new(&p, &o, err, sizeof err), ==, -EACCES);
+  CHECK(p == NULL);
+  CHECK(strstr(err, "expired at") != NULL);
+  CHECK(strstr(err, "system clock") != NULL);
+  CHECK(strstr(err, "container") != NULL);
+  check_no_secret(err, "errbuf (expired)");
+  CHECK(strstr(err, "flaky-secret") == NULL && strstr(err, "flaky-token") == NULL);
+  if (p) creds_provider_free(p);
+  chd_stop(s);
+  tenv_free(&e);
+}
+
+/* A source that keeps failing, or keeps handing out expired credentials, is
+ * asked again after ~base, 2*base, 4*base... up to the cap (+-20 % jitter),
+ * not every second; auth errors from AWS (creds_invalidate) do not cut the
+ * backoff short; one WARN per backoff step, not per attempt; the still
+ * valid credentials stay in use; and a success resets the backoff. Times
+ * are shrunk through creds_options (10 ms base, 80 ms cap). */
+TEST(refresh_retries_back_off) {
+  enum { BASE = 10, CAP = 80 };
+  flaky_script sc;
+  memset(&sc, 0, sizeof sc);
+  iso8601(time(NULL) - 3600, sc.expired_at, sizeof sc.expired_at);
+  chd_server *s = chd_start(flaky_handler, &sc);
+  tenv e;
+  flaky_env(&e, s);
+  creds_options o = topts(&e);
+  o.retry_base_ms = BASE;
+  o.retry_max_ms = CAP;
+  creds_provider *p = NULL;
+  char err[512] = "";
+  CHECK_INT(creds_provider_new(&p, &o, err, sizeof err), ==, 0);
+  if (!p) {
+    chd_stop(s);
+    tenv_free(&e);
+    return;
+  }
+  aws_creds c;
+  CHECK_INT(creds_get(p, &c, NULL, 0), ==, 0);
+  CHECK_STR(c.access_key_id, "ASIAFLAKY1");
+
+  /* Phase 1: the source turns stale; request 2 is the first failure. */
+  int saved = cap_begin();
+  atomic_store(&sc.mode, FLAKY_EXPIRED);
+  creds_invalidate(p);
+  long long t0 = now_ms();
+  int bad_get = 0;
+  while (atomic_load(&sc.calls) < 9 && now_ms() - t0 < 3000) {
+    creds_invalidate(p);
+    if (creds_get(p, &c, NULL, 0) != 0 || strcmp(c.access_key_id, "ASIAFLAKY1") != 0) bad_get++;
+    sleep_ms(2);
+  }
+  char *logged = cap_end(saved);
+  int calls = atomic_load(&sc.calls);
+  CHECK_INT(calls, >=, 9);
+  /* the expired credentials never replaced the valid ones */
+  CHECK_INT(bad_get, ==, 0);
+  /* gap before request i+1 follows failure i-1 (request i): nominal
+   * min(CAP, BASE * 2^(i-2)), never less than 80 % of it */
+  for (int i = 2; i < 8 && i + 1 < calls; i++) {
+    long nominal = BASE << (i - 2);
+    if (nominal > CAP) nominal = CAP;
+    long long gap = sc.at_ms[i] - sc.at_ms[i - 1];
+    if (gap < nominal * 4 / 5 - 2)
+      tl_fail(__FILE__, __LINE__, "retry %d came after %lld ms, expected about %ld ms", i, gap,
+              nominal);
+  }
+  /* the cap holds: uncapped, these two gaps would be 160 + 320 ms */
+  CHECK_INT(sc.at_ms[8] - sc.at_ms[6], <, 400);
+  /* one WARN per backoff step (10, 20, 40, 80 ms), the repeats at the cap
+   * only at DEBUG, although 7+ attempts failed */
+  CHECK_INT(count_lines(logged, "aws credentials refresh failed"), ==, 4);
+  CHECK_INT(count_lines(logged, "\"warn\""), ==, 4);
+  CHECK(strstr(logged, "expired at") != NULL);
+  CHECK(strstr(logged, "retry_in_ms") != NULL);
+  check_no_secret(logged, "stderr (backoff)");
+  CHECK(strstr(logged, "flaky-secret") == NULL);
+  free(logged);
+
+  /* Phase 2: the source recovers; the next retry picks it up. */
+  atomic_store(&sc.mode, FLAKY_VALID);
+  t0 = now_ms();
+  while (now_ms() - t0 < 2000 &&
+         (creds_get(p, &c, NULL, 0) != 0 || strcmp(c.access_key_id, "ASIAFLAKY1") == 0))
+    sleep_ms(2);
+  CHECK(strcmp(c.access_key_id, "ASIAFLAKY1") != 0);
+  sleep_ms(40); /* a refresh still owed to the last invalidation happens now */
+
+  /* Phase 3: a new failure starts from the base again. */
+  int n0 = atomic_load(&sc.calls);
+  atomic_store(&sc.mode, FLAKY_ERROR);
+  creds_invalidate(p);
+  wait_calls(&sc, p, n0 + 3, 2000, 0);
+  CHECK_INT(atomic_load(&sc.calls), >=, n0 + 3);
+  /* failures 1 and 2 of the new run: about BASE apart, where an unreset
+   * backoff would wait CAP (>= 64 ms) */
+  CHECK_INT(sc.at_ms[n0 + 1] - sc.at_ms[n0], >=, BASE * 4 / 5 - 2);
+  CHECK_INT(sc.at_ms[n0 + 1] - sc.at_ms[n0], <, CAP * 4 / 5);
+  /* still valid credentials from phase 2 */
+  CHECK_INT(creds_get(p, &c, NULL, 0), ==, 0);
+  creds_provider_free(p);
+  chd_stop(s);
+  tenv_free(&e);
 }
