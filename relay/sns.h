@@ -140,7 +140,14 @@ const char *sns_client_endpoint(const sns_client *c);
 /* Closes all transfers (their callbacks get SNS_UNREACHABLE "Cancelled",
  * called from inside sns_client_close) and frees the client once libuv has
  * closed its handles; `done` (may be NULL) is called then. sns_publish()
- * after this returns -ECANCELED. */
+ * after this returns -ECANCELED.
+ * Calling it again while the close is under way (from a completion
+ * callback, or a second owner) is allowed: the transfers are not cancelled
+ * twice, and every non-NULL `done` is called once, in call order, after the
+ * client is freed (never from inside sns_client_close, unless a later call
+ * finds no memory to queue its `done`: then it is called at once, logged).
+ * Once the first `done` has run the client is gone: a call after that is a
+ * use after free. */
 void sns_client_close(sns_client *c, void (*done)(void *arg), void *arg);
 int sns_client_is_fifo(const sns_client *c);
 

@@ -64,6 +64,14 @@ struct sns_sock {
   sns_sock *prev, *next;
 };
 
+/* A `done` of a later sns_client_close() call, made while the client was
+ * already closing: each caller is told, in call order. */
+typedef struct sns_close_waiter {
+  void (*done)(void *arg);
+  void *arg;
+  struct sns_close_waiter *next;
+} sns_close_waiter;
+
 struct sns_client {
   uv_loop_t *loop;
   CURLM *multi;
@@ -72,6 +80,7 @@ struct sns_client {
   int closing;
   void (*close_done)(void *arg);
   void *close_arg;
+  sns_close_waiter *close_more, **close_tail;
 
   char *topic_arn;
   char region[32];
@@ -150,6 +159,7 @@ static void fill_all(sns_result *results, size_t n, sns_result *overall, sns_out
 static void client_free(sns_client *c) {
   void (*done)(void *) = c->close_done;
   void *arg = c->close_arg;
+  sns_close_waiter *more = c->close_more;
   free(c->topic_arn);
   free(c->url);
   free(c->host_header);
@@ -161,6 +171,12 @@ static void client_free(sns_client *c) {
   memset(&c->key_cache, 0, sizeof c->key_cache);
   free(c);
   if (done) done(arg);
+  while (more) {
+    sns_close_waiter *w = more;
+    more = w->next;
+    w->done(w->arg);
+    free(w);
+  }
 }
 
 static void timer_closed(uv_handle_t *h) {
@@ -578,10 +594,31 @@ int sns_client_is_fifo(const sns_client *c) {
 }
 
 void sns_client_close(sns_client *c, void (*done)(void *arg), void *arg) {
-  if (c->closing) return;
+  if (c->closing) {
+    /* Already closing (another owner, or a completion callback that closes
+     * from inside the first call): this caller waits for the same end. */
+    if (!done) return;
+    sns_close_waiter *w = malloc(sizeof *w);
+    if (!w) {
+      /* Dropping `done` would leave the caller waiting forever; the client
+       * is cancelled already and only its handles are still closing. */
+      rlog(LOG_ERROR, "out of memory while closing the SNS client; reporting it closed early",
+           NULL);
+      done(arg);
+      return;
+    }
+    w->done = done;
+    w->arg = arg;
+    w->next = NULL;
+    *c->close_tail = w;
+    c->close_tail = &w->next;
+    return;
+  }
   c->closing = 1;
   c->close_done = done;
   c->close_arg = arg;
+  c->close_more = NULL;
+  c->close_tail = &c->close_more;
   while (c->xfers) {
     sns_xfer *x = c->xfers;
     sns_result results[SNS_MAX_BATCH], overall;

@@ -473,3 +473,71 @@ TEST(signature_error_message_never_carries_the_session_token) {
     CHECK(strstr(last[0].message, head) == NULL);
   }
 }
+
+/* sns.h: every sns_client_close() call made while the close is under way
+ * gets its `done`, once, after the client is freed, in call order; the
+ * transfers are cancelled once. Owners that close independently (or a
+ * completion callback that closes) must not wait forever. */
+static int close_order[8], close_norder;
+static void on_close_order(void *arg) {
+  if (close_norder < 8) close_order[close_norder] = (int)(intptr_t)arg;
+  close_norder++;
+}
+
+TEST(second_close_calls_its_done_too) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  sns_client *c;
+  /* Port 9 (discard) on loopback: the request is in flight when we close. */
+  CHECK_INT(new_client(&loop, &c, ARN, NULL, "http://127.0.0.1:9/", NULL), ==, 0);
+  sns_entry e = {.message = (const uint8_t *)"m", .message_len = 1};
+  cb_calls = 0;
+  CHECK_INT(sns_publish(c, &e, 1, 0, on_done, NULL), ==, 0);
+  close_norder = 0;
+  memset(close_order, 0, sizeof close_order);
+  sns_client_close(c, on_close_order, (void *)(intptr_t)1);
+  CHECK_INT(cb_calls, ==, 1); /* cancelled, from inside the first close */
+  sns_client_close(c, on_close_order, (void *)(intptr_t)2);
+  sns_client_close(c, NULL, NULL); /* a NULL done is fine too */
+  sns_client_close(c, on_close_order, (void *)(intptr_t)3);
+  CHECK_INT(cb_calls, ==, 1);     /* not cancelled twice */
+  CHECK_INT(close_norder, ==, 0); /* never from inside sns_client_close */
+  CHECK_INT(sns_publish(c, &e, 1, 0, on_done, NULL), ==, -ECANCELED);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(close_norder, ==, 3);
+  CHECK_INT(close_order[0], ==, 1);
+  CHECK_INT(close_order[1], ==, 2);
+  CHECK_INT(close_order[2], ==, 3);
+  CHECK_INT(cb_calls, ==, 1);
+  CHECK_INT(uv_loop_close(&loop), ==, 0);
+}
+
+/* The second close comes from the "Cancelled" callback of the first. */
+static sns_client *reclose_c;
+static void on_done_reclose(void *arg, const sns_result *r, size_t n, const sns_result *all,
+                            double d) {
+  (void)arg, (void)r, (void)n, (void)d;
+  cb_calls++;
+  CHECK_STR(all->code, "Cancelled");
+  sns_client_close(reclose_c, on_close_order, (void *)(intptr_t)2);
+}
+
+TEST(close_again_from_a_cancelled_callback) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  CHECK_INT(new_client(&loop, &reclose_c, ARN, NULL, "http://127.0.0.1:9/", NULL), ==, 0);
+  sns_entry e = {.message = (const uint8_t *)"m", .message_len = 1};
+  cb_calls = 0;
+  CHECK_INT(sns_publish(reclose_c, &e, 1, 0, on_done_reclose, NULL), ==, 0);
+  CHECK_INT(sns_publish(reclose_c, &e, 1, 0, on_done_reclose, NULL), ==, 0);
+  close_norder = 0;
+  sns_client_close(reclose_c, on_close_order, (void *)(intptr_t)1);
+  CHECK_INT(cb_calls, ==, 2);
+  CHECK_INT(close_norder, ==, 0);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(close_norder, ==, 3); /* the first close, then one per callback */
+  CHECK_INT(close_order[0], ==, 1);
+  CHECK_INT(close_order[1], ==, 2);
+  CHECK_INT(close_order[2], ==, 2);
+  CHECK_INT(uv_loop_close(&loop), ==, 0);
+}
