@@ -583,6 +583,20 @@ TEST(parse_listen) {
       tl_fail(__FILE__, __LINE__, "accepted \"%s\"", bad[i]);
 }
 
+/* "localhost:PORT" is accepted, and the listeners (http_server_listen)
+ * bind numeric addresses only: the stored value must be one, or relayd
+ * stops at start-up with "cannot listen ... invalid argument". */
+TEST(listen_localhost_stored_numeric) {
+  const char *args[] = {"--admin-listen", "localhost:9001", NULL};
+  const char *env[] = {"RELAY_SNS_TOPIC_ARN=" TOPIC, "RELAY_STREAM_API_KEY=key1",
+                       "RELAY_STREAM_API_SECRET=s3cr3t-one", "RELAY_LISTEN=localhost:0080", NULL};
+  relay_config c;
+  CHECK_INT(load(&c, args, env), ==, 0);
+  CHECK_STR(c.listen, "127.0.0.1:80");
+  CHECK_STR(c.admin_listen, "127.0.0.1:9001");
+  cfg_free(&c);
+}
+
 /* Runs cfg_load with stdout redirected to a file; returns what it printed. */
 static char *capture(const char **args, int *rc) {
   char path[1024];
