@@ -23,6 +23,10 @@
 #define DLQ_LIST_DEFAULT 100
 #define DLQ_LIST_MAX 1000
 #define DLQ_CHANGE_PAGE 2000 /* DLQ entries replayed or purged per transaction */
+/* How long /readyz stays 503 after a failed ingest commit: one default
+ * Kubernetes probe period, so a replica whose commits keep failing stays
+ * out, and one that recovered comes back within a probe or two. */
+#define ADMIN_COMMIT_FAIL_HOLD_MS 10000
 
 #ifndef RELAY_VERSION
 #define RELAY_VERSION "0.0.0"
@@ -47,7 +51,11 @@ struct admin {
   drain *drain;
   char blocked_reason[512]; /* while drain is NULL */
   char blocked_code[48];    /* its AWS-style code; "" = NoCredentials */
-  atomic_int commit_failing;  /* last group commit failed */
+  /* Monotonic ms of the last failed ingest commit (0: none since the last
+   * stored event); /readyz is 503 for commit_fail_hold_ms after it. */
+  _Atomic int64_t commit_failed_ms;
+  uint64_t commit_fail_hold_ms;
+  atomic_int stopping; /* relayd is shutting down: ingest takes nothing */
   char *token;
   unsigned jobs; /* thread-pool jobs not yet completed */
   int closing, server_closed;
@@ -56,6 +64,20 @@ struct admin {
   reason_cache cache;
   int64_t started_ms;
 };
+
+static int64_t mono_ms(void) {
+  return (int64_t)(uv_hrtime() / 1000000);
+}
+
+/* Whether ingest's commits count as failing. Only for a while after the
+ * last failure: a load balancer sends no webhooks to an unready replica, so
+ * waiting for a stored event would keep it out of rotation even once the
+ * disk has room again. After the hold /readyz says 200, traffic comes back,
+ * and a commit that still fails makes it 503 again. */
+static int commit_failing(admin *a) {
+  int64_t t = atomic_load(&a->commit_failed_ms);
+  return t != 0 && mono_ms() - t < (int64_t)a->commit_fail_hold_ms;
+}
 
 static int64_t now_ms(void) {
   struct timeval tv;
@@ -332,7 +354,7 @@ static void answer_metrics(job *j) {
     s.map_used = j->st.map_used;
     s.map_size = j->st.map_size;
   }
-  s.ready = j->rc == 0 && j->over == 0 && !atomic_load(&a->commit_failing);
+  s.ready = j->rc == 0 && j->over == 0 && !commit_failing(a) && !atomic_load(&a->stopping);
   drain_status ds;
   if (a->drain) {
     drain_get_status(a->drain, &ds);
@@ -653,15 +675,17 @@ static void on_request(http_request *req, void *arg) {
       return;
     }
     int over = rq_over_watermark(a->env);
-    int failing = atomic_load(&a->commit_failing);
-    if (over == 0 && !failing)
+    int failing = commit_failing(a);
+    int stopping = atomic_load(&a->stopping);
+    if (over == 0 && !failing && !stopping)
       http_respond(req, 200, "application/json", NULL, "{\"ready\":true}\n", 15);
     else {
       json_object *o = json_object_new_object();
       json_object_object_add(o, "ready", json_object_new_boolean(0));
       json_object_object_add(
           o, "error",
-          json_object_new_string(over > 0    ? "queue at its high watermark"
+          json_object_new_string(stopping   ? "shutting down"
+                                 : over > 0 ? "queue at its high watermark"
                                  : over < 0 ? rq_strerror(over)
                                             : "commits are failing (disk full or I/O error)"));
       reply_json(req, 503, o);
@@ -756,6 +780,8 @@ int admin_new(admin **out, uv_loop_t *loop, const admin_options *o) {
   a->env = o->env;
   a->drain = o->drain;
   a->started_ms = now_ms();
+  a->commit_fail_hold_ms =
+      o->commit_fail_hold_ms ? o->commit_fail_hold_ms : ADMIN_COMMIT_FAIL_HOLD_MS;
   if (o->token && *o->token && !(a->token = strdup(o->token))) {
     free(a);
     return -ENOMEM;
@@ -837,5 +863,10 @@ void admin_set_blocked(admin *a, const char *code, const char *reason) {
 }
 
 void admin_set_commit_failing(admin *a, int failing) {
-  atomic_store(&a->commit_failing, failing != 0);
+  int64_t t = mono_ms();
+  atomic_store(&a->commit_failed_ms, failing ? (t > 0 ? t : 1) : 0);
+}
+
+void admin_set_stopping(admin *a) {
+  atomic_store(&a->stopping, 1);
 }

@@ -2,6 +2,7 @@
  *
  *   GET  /healthz          200 while the process runs
  *   GET  /readyz           200 when the queue is below its watermark, else 503
+ *                          (also while commits fail, and once shutting down)
  *   GET  /metrics          Prometheus text (metrics.h)
  *   GET  /v1/stats         the object of `relayctl stats --json`
  *   GET  /v1/dlq           ?reason=&type=&limit=(default 100, max 1000)&after=ID
@@ -39,11 +40,12 @@ typedef struct admin admin;
 typedef struct drain drain;
 
 typedef struct {
-  const char *listen;       /* "127.0.0.1:8081"; port 0 picks a free one */
-  const char *token;        /* NULL or "": no authentication */
-  rq_env *env;              /* borrowed, required */
-  drain *drain;             /* borrowed; NULL: drainer endpoints answer 503 */
-  unsigned max_connections; /* 0 = 64 */
+  const char *listen;           /* "127.0.0.1:8081"; port 0 picks a free one */
+  const char *token;            /* NULL or "": no authentication */
+  rq_env *env;                  /* borrowed, required */
+  drain *drain;                 /* borrowed; NULL: drainer endpoints answer 503 */
+  unsigned max_connections;     /* 0 = 64 */
+  unsigned commit_fail_hold_ms; /* 0 = 10000: see admin_set_commit_failing() */
 } admin_options;
 
 /* Start-up check (main.c calls it after cfg_load): refuses an admin address
@@ -72,8 +74,16 @@ void admin_set_drain(admin *a, drain *d);
 /* relayd reports here whether ingest can store events: while its commits
  * fail (disk full, EIO, map full before the watermark) /readyz answers 503,
  * so a load balancer stops sending webhooks that would only get 503s.
- * Any thread. */
+ * failing = 1 counts for commit_fail_hold_ms after the last call (then
+ * /readyz follows the watermark alone again: an unready replica gets no
+ * webhooks, so it cannot wait for one to succeed); failing = 0 (an event
+ * was stored) ends it at once. Any thread. */
 void admin_set_commit_failing(admin *a, int failing);
+
+/* relayd is shutting down: the webhook listener is closed, so /readyz
+ * answers 503 (and relay_ready 0) for the rest of the process's life, while
+ * /healthz and the rest of the API keep answering. Any thread. */
+void admin_set_stopping(admin *a);
 
 /* A decimal id or count as used in the API and by relayctl: digits only,
  * no sign, no overflow. 0 or -EINVAL. */

@@ -73,7 +73,8 @@ static void on_ingest_outcome(void *arg, int status, const char *reason) {
   }
   /* Readiness follows whether new events can be stored: a failed commit
    * (disk full, EIO, a map full before the watermark) makes /readyz 503
-   * until an event is stored again. Duplicates prove nothing either way. */
+   * until an event is stored again or, without traffic, for a while (see
+   * admin_set_commit_failing). Duplicates prove nothing either way. */
   if (r->adm) {
     if (status == 503 && reason && strcmp(reason, "commit_failed") == 0)
       admin_set_commit_failing(r->adm, 1);
@@ -285,6 +286,9 @@ static void on_ingest_closed(void *arg) {
 static void begin_shutdown(relayd *r) {
   r->stopping = 1;
   uv_timer_stop(&r->creds_timer);
+  /* Ingest stops accepting now, but finishing may take seconds (SNS
+   * requests in flight): a load balancer must stop sending meanwhile. */
+  if (r->adm) admin_set_stopping(r->adm);
   if (r->ing) {
     ingest_stats st;
     ingest_get_stats(r->ing, &st);

@@ -123,6 +123,8 @@ static const char body_rej[] = "{\"type\":\"reaction.new\",\"cid\":\"messaging:r
 static const uint8_t body_bin[] = {0xff, 0xfe, 0x00, 0x41};
 static uint64_t id_big, id_rej1, id_rej2, id_bin;
 
+static unsigned commit_fail_hold_ms; /* admin_options.commit_fail_hold_ms of start() */
+
 static void start(const char *token) {
   char dir[4200], cmd[4300];
   snprintf(dir, sizeof dir, "%s/data", tl_tmpdir);
@@ -186,6 +188,7 @@ static void start(const char *token) {
   ao.token = token;
   ao.env = env;
   ao.drain = &fake_drain;
+  ao.commit_fail_hold_ms = commit_fail_hold_ms;
   CHECK_INT(admin_new(&adm, &loop, &ao), ==, 0);
   port = admin_port(adm);
   CHECK(port > 0);
@@ -333,6 +336,57 @@ TEST(health_and_errors) {
   o = call_json("GET", "/v1/dlq/abc", NULL, NULL, 404);
   json_object_put(o);
   o = call_json("GET", "/v1/dlq/424242", NULL, NULL, 404);
+  json_object_put(o);
+  stop();
+}
+
+/* A load balancer sends no webhooks to an unready replica, so readiness
+ * cannot wait for a stored event to end "commits are failing": it ends by
+ * itself a while after the last failed commit (then only the watermark
+ * counts), and a new failure starts it again. */
+TEST(readyz_commit_failure_expires) {
+  commit_fail_hold_ms = 400;
+  start(NULL);
+  admin_set_commit_failing(adm, 1);
+  resp r = call("GET", "/readyz", NULL, NULL);
+  CHECK_INT(r.status, ==, 503);
+  free(r.body);
+  r = call("GET", "/metrics", NULL, NULL);
+  CHECK(strstr(r.body, "\nrelay_ready 0\n") != NULL);
+  free(r.body);
+  long got = 0;
+  for (int i = 0; i < 40 && got != 200; i++) {
+    uv_sleep(50);
+    r = call("GET", "/readyz", NULL, NULL);
+    got = r.status;
+    free(r.body);
+  }
+  CHECK_INT(got, ==, 200);
+  r = call("GET", "/metrics", NULL, NULL);
+  CHECK(strstr(r.body, "\nrelay_ready 1\n") != NULL);
+  free(r.body);
+  admin_set_commit_failing(adm, 1);
+  r = call("GET", "/readyz", NULL, NULL);
+  CHECK_INT(r.status, ==, 503);
+  free(r.body);
+  stop();
+  commit_fail_hold_ms = 0;
+}
+
+/* From SIGTERM on the webhook listener is closed while relayd finishes:
+ * not ready, though still alive and answering. */
+TEST(readyz_503_once_stopping) {
+  start(NULL);
+  admin_set_stopping(adm);
+  json_object *o = call_json("GET", "/readyz", NULL, NULL, 503);
+  CHECK(gets_(o, "error") && strcmp(gets_(o, "error"), "shutting down") == 0);
+  json_object_put(o);
+  o = call_json("GET", "/healthz", NULL, NULL, 200);
+  json_object_put(o);
+  resp r = call("GET", "/metrics", NULL, NULL);
+  CHECK(strstr(r.body, "\nrelay_ready 0\n") != NULL);
+  free(r.body);
+  o = call_json("GET", "/v1/stats", NULL, NULL, 200);
   json_object_put(o);
   stop();
 }
