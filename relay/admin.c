@@ -643,6 +643,26 @@ static void test_sns_done(void *arg, int err, const sns_result *res) {
   reply_json(req, 502, o);
 }
 
+/* The drainer does not exist yet (no AWS credentials, or publishing could
+ * not start): say why, with the code stats shows, since test-sns is what
+ * an operator runs to find out. */
+static void reply_not_publishing(admin *a, http_request *req, int test_sns) {
+  const char *code = a->blocked_code[0] ? a->blocked_code : "NoCredentials";
+  char buf[700];
+  if (a->blocked_reason[0])
+    snprintf(buf, sizeof buf, "publishing is not running: %s: %s", code, a->blocked_reason);
+  else
+    snprintf(buf, sizeof buf, "publishing is not running");
+  json_object *o = json_object_new_object();
+  if (test_sns) json_object_object_add(o, "ok", json_object_new_boolean(0));
+  json_object_object_add(o, "error", json_object_new_string(buf));
+  if (test_sns && a->blocked_reason[0]) {
+    admin_json_str(o, "code", code);
+    admin_json_str(o, "message", a->blocked_reason);
+  }
+  reply_json(req, 503, o);
+}
+
 /* Constant time in the token's content; hashing first also hides its
  * length. */
 static int token_ok(const admin *a, const http_request *req) {
@@ -731,7 +751,7 @@ static void on_request(http_request *req, void *arg) {
       return;
     }
     if (!a->drain) {
-      reply_error(req, 503, "the drainer is not running");
+      reply_not_publishing(a, req, strcmp(p, "/v1/test-sns") == 0);
       return;
     }
     if (strcmp(p, "/v1/test-sns") == 0) {

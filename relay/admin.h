@@ -16,7 +16,9 @@
  *                          "limit" (with "all": at most that many, oldest
  *                          first): {"replayed"|"purged":N, "missing":M}
  *   POST /v1/test-sns      publishes one test event: {"ok":true,"message_id"}
- *                          or 502 {"ok":false,"error","code","message"}
+ *                          or 502 {"ok":false,"error","code","message"};
+ *                          503 with the same fields (code NoCredentials...)
+ *                          while publishing is not running
  *   POST /v1/pause, /v1/resume
  *
  * Every answer is JSON (except /metrics); errors are {"error":"..."} with a

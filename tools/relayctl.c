@@ -582,8 +582,11 @@ static int cmd_test_sns(const ctl *c, int argc, char **argv) {
   }
   if (err) {
     const char *code = ctl_get_str(err, "code"), *msg = ctl_get_str(err, "message");
+    /* 502: SNS (or the way to it) answered; else relayd could not try. */
     if (code)
-      printf("failed: SNS refused the test event: %s%s%s\n", code, msg ? ": " : "", msg ? msg : "");
+      printf("failed: %s: %s%s%s\n",
+             rc == 502 ? "SNS refused the test event" : "the test event was not sent", code,
+             msg ? ": " : "", msg ? msg : "");
     else
       fprintf(stderr, "relayctl: relayd answered %d: %s\n", rc,
               ctl_get_str(err, "error") ? ctl_get_str(err, "error") : "?");
