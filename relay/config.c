@@ -927,6 +927,11 @@ static int finish(loader *L, relay_config *c, const setting *all) {
   else
     free(region);
 
+  /* The external id only travels with an AssumeRole: alone it would be
+   * dropped without a word, and the operator believes it is in force. */
+  if (c->sns_external_id && !c->sns_role_arn)
+    return fail(L, "RELAY_SNS_EXTERNAL_ID: needs RELAY_SNS_ROLE_ARN (it is sent with AssumeRole)");
+
   if (c->retry_max_ms < c->retry_base_ms)
     return fail(L, "RELAY_RETRY_MAX_MS: must be at least RELAY_RETRY_BASE_MS (%u)",
                 c->retry_base_ms);

@@ -785,3 +785,19 @@ TEST(config_file_utf8_bom) {
              sizeof path);
   check_err(load(&c, args, NULL), "bom2.conf:2", NULL);
 }
+
+/* An external id is only ever sent with AssumeRole: set alone it was
+ * dropped silently, while the operator believed it in force. */
+TEST(external_id_needs_role_arn) {
+  relay_config c;
+  const char *env[] = {"RELAY_SNS_TOPIC_ARN=" TOPIC, "RELAY_INSECURE_NO_SIGNATURE=1",
+                       "RELAY_SNS_EXTERNAL_ID=ext-id-s3cret", NULL};
+  check_err(load(&c, NULL, env), "RELAY_SNS_EXTERNAL_ID", "ext-id-s3cret");
+  CHECK(strstr(err, "RELAY_SNS_ROLE_ARN") != NULL);
+  const char *env2[] = {"RELAY_SNS_TOPIC_ARN=" TOPIC, "RELAY_INSECURE_NO_SIGNATURE=1",
+                        "RELAY_SNS_EXTERNAL_ID=ext-id-s3cret",
+                        "RELAY_SNS_ROLE_ARN=arn:aws:iam::123456789012:role/relay-pub", NULL};
+  CHECK_INT(load(&c, NULL, env2), ==, 0);
+  CHECK_STR(c.sns_external_id, "ext-id-s3cret");
+  cfg_free(&c);
+}
