@@ -6,7 +6,9 @@
  * publishing side (credentials, SNS client, drainer), the webhook listener
  * and the admin listener.
  *
- * Shutdown on SIGTERM/SIGINT, in dependency order:
+ * Shutdown on SIGTERM/SIGINT (and SIGHUP: relayd reads its configuration
+ * only at start-up, and a hangup must not kill it mid-commit), in dependency
+ * order:
  *   ingest stops accepting and reading; requests already submitted are
  *   committed and answered (the committer keeps running meanwhile)
  *   -> drainer (in-flight publishes finish or are abandoned; leases released,
@@ -48,7 +50,7 @@ typedef struct relayd {
   creds_provider *creds;
   sns_client *sns;
   drain *drn;
-  uv_signal_t sigterm, sigint;
+  uv_signal_t sigterm, sigint, sighup;
   uv_timer_t creds_timer;
   uv_work_t creds_work;
   int creds_work_busy;
@@ -239,11 +241,16 @@ static void on_signal_closed(uv_handle_t *h) {
   (void)h;
 }
 
+static void close_signals(relayd *r) {
+  uv_close((uv_handle_t *)&r->sigterm, on_signal_closed);
+  uv_close((uv_handle_t *)&r->sigint, on_signal_closed);
+  uv_close((uv_handle_t *)&r->sighup, on_signal_closed);
+}
+
 static void on_admin_closed(void *arg) {
   relayd *r = arg;
   r->adm = NULL;
-  uv_close((uv_handle_t *)&r->sigterm, on_signal_closed);
-  uv_close((uv_handle_t *)&r->sigint, on_signal_closed);
+  close_signals(r);
   uv_close((uv_handle_t *)&r->creds_timer, NULL);
 }
 
@@ -383,11 +390,11 @@ int main(int argc, char **argv) {
   r.creds_timer.data = &r;
   uv_signal_init(&r.loop, &r.sigterm);
   uv_signal_init(&r.loop, &r.sigint);
-  r.sigterm.data = r.sigint.data = &r;
+  uv_signal_init(&r.loop, &r.sighup);
+  r.sigterm.data = r.sigint.data = r.sighup.data = &r;
   if (open_queue(&r) < 0) {
     uv_close((uv_handle_t *)&r.creds_timer, NULL);
-    uv_close((uv_handle_t *)&r.sigterm, NULL);
-    uv_close((uv_handle_t *)&r.sigint, NULL);
+    close_signals(&r);
     uv_run(&r.loop, UV_RUN_DEFAULT);
     goto out;
   }
@@ -395,8 +402,7 @@ int main(int argc, char **argv) {
   if (rc < 0) {
     rlog(LOG_ERROR, "cannot start the committer", "error", strerror(-rc), NULL);
     uv_close((uv_handle_t *)&r.creds_timer, NULL);
-    uv_close((uv_handle_t *)&r.sigterm, NULL);
-    uv_close((uv_handle_t *)&r.sigint, NULL);
+    close_signals(&r);
     uv_run(&r.loop, UV_RUN_DEFAULT);
     goto out;
   }
@@ -437,6 +443,7 @@ int main(int argc, char **argv) {
   } else {
     uv_signal_start(&r.sigterm, on_signal, SIGTERM);
     uv_signal_start(&r.sigint, on_signal, SIGINT);
+    uv_signal_start(&r.sighup, on_signal, SIGHUP);
     rlog(LOG_INFO, "relayd ready", NULL);
   }
 

@@ -3,7 +3,7 @@
 # publishing; found late (credentials came later) it leaves relayd up, blocked;
 # Kubernetes service-link variables do not (tests/integration/startup.sh).
 if(TARGET relayd)
-  foreach(c sns_endpoint_config sns_client_fatal service_links sns_endpoint_good late_publish_failure)
+  foreach(c sns_endpoint_config sns_client_fatal service_links sighup sns_endpoint_good late_publish_failure)
     relay_script_test(NAME startup.${c}
       COMMAND bash ${CMAKE_CURRENT_LIST_DIR}/startup.sh ${c}
       LABELS integration TIMEOUT 90)

@@ -12,6 +12,9 @@
 #                        SIGTERM.
 #   sns_endpoint_good    endpoints config accepts (name with '_', [IPv6],
 #                        upper case, path) are taken by the SNS client too.
+#   sighup               SIGHUP (a closed terminal, a reload habit) is a
+#                        clean shutdown like SIGTERM, exit 0, not death by
+#                        signal in the middle of a commit.
 #   late_publish_failure no credentials at start-up, a credentials file that
 #                        appears later, and an endpoint the SNS client cannot
 #                        use: relayd stays up and stores webhooks (stopping
@@ -92,12 +95,13 @@ start_until_ready() {
 }
 
 stop_expect_0() {
-  kill -TERM "$pid"
+  local sig=${1:-TERM}
+  kill -"$sig" "$pid"
   set +e
   wait "$pid"
   local rc=$?
   set -e
-  [ "$rc" = 0 ] || fail "exit $rc after SIGTERM, want 0"
+  [ "$rc" = 0 ] || fail "exit $rc after SIG$sig, want 0"
   check_json_lines "$tmp/err"
 }
 
@@ -126,6 +130,11 @@ case "$case_name" in
       RELAY_ADMIN_PORT_8081_TCP_PORT=8081 RELAY_ADMIN_PORT_8081_TCP_ADDR=10.0.0.7 \
       AWS_ENDPOINT_URL_SNS=http://127.0.0.1:9
     stop_expect_0
+    ;;
+  sighup)
+    start_until_ready AWS_ENDPOINT_URL_SNS=http://127.0.0.1:9
+    stop_expect_0 HUP
+    grep -q '"msg":"shutting down"' "$tmp/err" || fail "no clean shutdown logged"
     ;;
   sns_endpoint_good)
     # What config accepts, the SNS client takes: relayd publishes.
