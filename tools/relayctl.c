@@ -229,6 +229,14 @@ typedef struct {
   size_t nids;
 } dlq_args;
 
+/* The DLQ reasons relayd writes (SPEC). */
+static int known_reason(const char *r) {
+  static const char *const reasons[] = {"too_large", "rejected", "expired", "corrupt"};
+  for (size_t i = 0; i < sizeof reasons / sizeof reasons[0]; i++)
+    if (strcmp(r, reasons[i]) == 0) return 1;
+  return 0;
+}
+
 static int parse_dlq_args(int argc, char **argv, const char *usage, int allow_ids, dlq_args *d) {
   memset(d, 0, sizeof *d);
   d->ids = calloc((size_t)argc + 1, sizeof *d->ids);
@@ -246,6 +254,11 @@ static int parse_dlq_args(int argc, char **argv, const char *usage, int allow_id
       /* An empty value is an unset variable in a script, not "any": with
        * purge --all it would select the whole DLQ. */
       if (!*argv[i + 1]) return usage_error(usage, "empty value for %s", a);
+      /* A misspelt reason would match nothing: an empty listing, or a
+       * replay that "did nothing", with no hint why. */
+      if (a[2] == 'r' && !known_reason(argv[i + 1]))
+        return usage_error(usage, "unknown --reason %s (too_large, rejected, expired or corrupt)",
+                           argv[i + 1]);
       *(a[2] == 'r' ? &d->reason : &d->type) = argv[++i];
     } else if (strcmp(a, "--limit") == 0 && has_val && !allow_ids) {
       if (admin_parse_u64(argv[++i], &d->limit) < 0)

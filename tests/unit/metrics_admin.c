@@ -736,6 +736,20 @@ TEST(empty_filter_refused) {
   stop();
 }
 
+/* A misspelt reason matches nothing: relayctl says so (exit 2) instead of
+ * an empty listing or a replay that silently did nothing. */
+TEST(unknown_reason_refused) {
+  start(NULL);
+  CHECK_INT(ctl("dlq list --reason reject"), ==, 2);
+  CHECK_INT(ctl("dlq replay --all --reason Rejected --yes"), ==, 2);
+  CHECK_INT(ctl("dlq purge --all --reason too-large --yes"), ==, 2);
+  CHECK_INT(ctl("dlq list --reason corrupt"), ==, 0);
+  rq_stats st;
+  CHECK_INT(rq_stat(env, &st), ==, 0);
+  CHECK_INT(st.dlq, ==, 4);
+  stop();
+}
+
 /* A page that ends exactly at the last entry says so: next_after is null
  * and relayctl does not announce more entries that do not exist. */
 TEST(last_page_has_no_next) {
