@@ -318,6 +318,93 @@ static int init_layout(rq_env *env, MDB_txn *txn) {
   return rq_counters_store(txn, &c);
 }
 
+/* Creates and opens env->mdb on env->dir (map size from env->map_size
+ * unless read-only). */
+static int mdb_open_dir(rq_env *env) {
+  int rc;
+  if ((rc = mdb_env_create(&env->mdb))) return rc;
+  if ((rc = mdb_env_set_maxdbs(env->mdb, 8))) return rc;
+  if ((rc = mdb_env_set_maxreaders(env->mdb, 254))) return rc;
+  if (!env->readonly && (rc = mdb_env_set_mapsize(env->mdb, env->map_size))) return rc;
+  /* MDB_NOTLS: read transactions are not tied to a thread (lease on the
+   * loop thread, stats from the admin thread). Full sync on purpose: no
+   * MDB_NOSYNC, MDB_NOMETASYNC, MDB_WRITEMAP or MDB_MAPASYNC. */
+  return mdb_env_open(env->mdb, env->dir, MDB_NOTLS | (env->readonly ? MDB_RDONLY : 0), 0600);
+}
+
+/* Replaces an environment LMDB declared unusable (MDB_PANIC: after a failed
+ * meta page write it refuses every transaction, for good). Nothing of the
+ * failed commit is left to undo: LMDB wrote the previous meta back, and the
+ * new one picks the last durable commit, as a restart would. In-memory state
+ * stays valid: leases and the FIFO index describe committed records, and
+ * the dedup table only proposes (rq_dedup.c). `seen` is env->opens when the
+ * caller met the failure: if another thread reopened since, nothing to do.
+ * Takes open_lk exclusively: the caller holds neither it nor env->mu. */
+static void env_reopen(rq_env *env, uint64_t seen) {
+  pthread_rwlock_wrlock(&env->open_lk);
+  if (env->opens == seen && !env->readonly) {
+    env->opens++;
+    if (env->mdb) mdb_env_close(env->mdb);
+    env->mdb = NULL;
+    MDB_txn *txn = NULL;
+    int rc = mdb_open_dir(env);
+    /* The DB handles need a transaction; a read one writes nothing. */
+    if (!rc) rc = mdb_txn_begin(env->mdb, NULL, MDB_RDONLY, &txn);
+    if (!rc && (rc = open_dbis(env, txn, 0)) == 0) {
+      atomic_store(&env->used_bytes, rq_used_bytes_in(env, txn));
+      rc = mdb_txn_commit(txn);
+      txn = NULL;
+    }
+    if (txn) mdb_txn_abort(txn);
+    if (rc && env->mdb) {
+      mdb_env_close(env->mdb);
+      env->mdb = NULL;
+    }
+    env->file_end = 0; /* grow_ahead() looks again */
+  }
+  pthread_rwlock_unlock(&env->open_lk);
+}
+
+/* Takes open_lk shared and begins a transaction; 0 or an LMDB error (open_lk
+ * dropped then, *seen set for env_reopen()). */
+static int begin_shared(rq_env *env, unsigned flags, MDB_txn **txn, uint64_t *seen) {
+  pthread_rwlock_rdlock(&env->open_lk);
+  *seen = env->opens;
+  int rc = env->mdb ? mdb_txn_begin(env->mdb, NULL, flags, txn) : MDB_PANIC;
+  if (rc) pthread_rwlock_unlock(&env->open_lk);
+  return rc;
+}
+
+int rq_read_begin(rq_env *env, MDB_txn **txn) {
+  uint64_t seen;
+  int rc = begin_shared(env, MDB_RDONLY, txn, &seen);
+  if (rc == MDB_PANIC && !env->readonly) {
+    env_reopen(env, seen);
+    rc = begin_shared(env, MDB_RDONLY, txn, &seen);
+  }
+  return rc ? rq_mdb_err(rc) : 0;
+}
+
+/* rq_read_begin() for callers holding env->mu, which env_reopen() must not
+ * wait under (a committer holds open_lk and then takes env->mu): the mutex
+ * is dropped around the reopen. Returns an LMDB code. */
+static int read_begin_mu(rq_env *env, MDB_txn **txn) {
+  uint64_t seen;
+  int rc = begin_shared(env, MDB_RDONLY, txn, &seen);
+  if (rc == MDB_PANIC && !env->readonly) {
+    pthread_mutex_unlock(&env->mu);
+    env_reopen(env, seen);
+    pthread_mutex_lock(&env->mu);
+    rc = begin_shared(env, MDB_RDONLY, txn, &seen);
+  }
+  return rc;
+}
+
+void rq_read_end(rq_env *env, MDB_txn *txn) {
+  mdb_txn_abort(txn);
+  pthread_rwlock_unlock(&env->open_lk);
+}
+
 int rq_env_open(rq_env **out, const char *dir, const rq_options *opts) {
   static const rq_options defaults;
   if (!out || !dir) return -EINVAL;
@@ -338,6 +425,22 @@ int rq_env_open(rq_env **out, const char *dir, const rq_options *opts) {
   if (env->watermark_pct > 100) env->watermark_pct = 100;
   pthread_mutex_init(&env->mu, NULL);
   pthread_mutex_init(&env->dmu, NULL);
+  /* Readers first (glibc's default, said here because it matters): a thread
+   * holding env->mu may begin a read while env_reopen() waits for the
+   * writer's transaction, whose commit then takes env->mu. */
+  pthread_rwlockattr_t rwa;
+  pthread_rwlockattr_init(&rwa);
+  pthread_rwlockattr_setkind_np(&rwa, PTHREAD_RWLOCK_PREFER_READER_NP);
+  pthread_rwlock_init(&env->open_lk, &rwa);
+  pthread_rwlockattr_destroy(&rwa);
+  env->dir = strdup(dir);
+  if (!env->dir) {
+    pthread_mutex_destroy(&env->mu);
+    pthread_mutex_destroy(&env->dmu);
+    pthread_rwlock_destroy(&env->open_lk);
+    free(env);
+    return -ENOMEM;
+  }
 
   char path[PATH_MAX];
   int rc;
@@ -369,18 +472,8 @@ int rq_env_open(rq_env **out, const char *dir, const rq_options *opts) {
     }
   }
 
-  if ((rc = mdb_env_create(&env->mdb))) goto fail_mdb;
-  if ((rc = mdb_env_set_maxdbs(env->mdb, 8))) goto fail_mdb;
-  if ((rc = mdb_env_set_maxreaders(env->mdb, 254))) goto fail_mdb;
-  if (!env->readonly) {
-    env->map_size = opts->map_size ? opts->map_size : RQ_DEFAULT_MAP;
-    if ((rc = mdb_env_set_mapsize(env->mdb, env->map_size))) goto fail_mdb;
-  }
-  /* MDB_NOTLS: read transactions are not tied to a thread (lease on the
-   * loop thread, stats from the admin thread). Full sync on purpose: no
-   * MDB_NOSYNC, MDB_NOMETASYNC, MDB_WRITEMAP or MDB_MAPASYNC. */
-  if ((rc = mdb_env_open(env->mdb, dir, MDB_NOTLS | (env->readonly ? MDB_RDONLY : 0), 0600)))
-    goto fail_mdb;
+  if (!env->readonly) env->map_size = opts->map_size ? opts->map_size : RQ_DEFAULT_MAP;
+  if ((rc = mdb_open_dir(env))) goto fail_mdb;
   MDB_envinfo info;
   mdb_env_info(env->mdb, &info);
   env->map_size = info.me_mapsize;
@@ -444,6 +537,8 @@ void rq_env_close(rq_env *env) {
   free(env->zero_buf);
   pthread_mutex_destroy(&env->mu);
   pthread_mutex_destroy(&env->dmu);
+  pthread_rwlock_destroy(&env->open_lk);
+  free(env->dir);
   rq_dedup_free(env);
   rq_seqset_free(&env->leased);
   rq_fifo_drop(env);
@@ -452,7 +547,9 @@ void rq_env_close(rq_env *env) {
 
 int rq_reader_check(rq_env *env) {
   int dead = 0;
-  int rc = mdb_reader_check(env->mdb, &dead);
+  pthread_rwlock_rdlock(&env->open_lk);
+  int rc = env->mdb ? mdb_reader_check(env->mdb, &dead) : MDB_PANIC;
+  pthread_rwlock_unlock(&env->open_lk);
   return rc ? rq_mdb_err(rc) : dead;
 }
 
@@ -533,21 +630,27 @@ static void grow_ahead(rq_env *env) {
 static int txn_begin(rq_env *env, rq_txn **out, bool prune) {
   *out = NULL;
   if (env->readonly) return RQ_READONLY;
+  MDB_txn *txn;
+  uint64_t seen;
+  int rc = begin_shared(env, 0, &txn, &seen);
+  if (rc == MDB_PANIC) {
+    env_reopen(env, seen);
+    rc = begin_shared(env, 0, &txn, &seen);
+  }
+  if (rc) return rq_mdb_err(rc);
+  /* From here on we hold open_lk (shared, until txn_end) and LMDB's writer
+   * lock, which also guards env->spare. */
   if (atomic_load(&env->commits) % RQ_READER_CHECK_EVERY == RQ_READER_CHECK_EVERY - 1) {
     int dead;
     mdb_reader_check(env->mdb, &dead);
   }
-  MDB_txn *txn;
-  int rc = mdb_txn_begin(env->mdb, NULL, 0, &txn);
-  if (rc) return rq_mdb_err(rc);
-  /* From here on we hold LMDB's writer lock, which also guards env->spare. */
   grow_ahead(env);
   rq_txn *t = env->spare;
   env->spare = NULL;
   if (!t) {
     t = calloc(1, sizeof *t);
     if (!t) {
-      mdb_txn_abort(txn);
+      rq_read_end(env, txn); /* aborts the write txn, drops open_lk */
       return -ENOMEM;
     }
     msgpack_sbuffer_init(&t->sb);
@@ -560,8 +663,8 @@ static int txn_begin(rq_env *env, rq_txn **out, bool prune) {
   t->nrelease = 0;
   t->used_est = rq_used_bytes_in(env, txn);
   if ((rc = rq_counters_load(env, txn, &t->c)) || (prune && (rc = rq_dedup_prune(t)))) {
-    mdb_txn_abort(txn);
-    env->spare = t;
+    env->spare = t; /* before the writer lock goes */
+    rq_read_end(env, txn);
     return rc;
   }
   t->appended0 = t->c.appended;
@@ -607,6 +710,7 @@ static int txn_end(rq_txn *t, bool commit) {
     rc = mdb_txn_commit(txn);
   else
     mdb_txn_abort(txn);
+  pthread_rwlock_unlock(&env->open_lk); /* before env->mu: see env_reopen() */
   if (nrel) {
     pthread_mutex_lock(&env->mu);
     for (size_t i = 0; i < nrel; i++) {
@@ -1147,7 +1251,7 @@ int rq_lease(rq_env *env, int64_t now_ms, size_t max, unsigned flags, rq_record 
    * mdb_txn_commit) cannot make us lease a record it just removed. */
   pthread_mutex_lock(&env->mu);
   MDB_txn *txn;
-  int rc = mdb_txn_begin(env->mdb, NULL, MDB_RDONLY, &txn);
+  int rc = read_begin_mu(env, &txn);
   if (rc) {
     pthread_mutex_unlock(&env->mu);
     return rq_mdb_err(rc);
@@ -1161,7 +1265,7 @@ int rq_lease(rq_env *env, int64_t now_ms, size_t max, unsigned flags, rq_record 
     rc = scan_ready(env, txn, from, lease_one, &c, &last);
     if (rc >= 0) scan_advance(env, from, last, c.skipped_due);
   }
-  mdb_txn_abort(txn);
+  rq_read_end(env, txn);
   if (rc < 0)
     for (size_t i = 0; i < c.n; i++) lease_ended(env, c.out[i].seq, false, 0);
   pthread_mutex_unlock(&env->mu);
@@ -1201,7 +1305,7 @@ int64_t rq_next_due_ms_flags(rq_env *env, unsigned flags) {
   int64_t next = INT64_MAX;
   pthread_mutex_lock(&env->mu);
   MDB_txn *txn;
-  int rc = mdb_txn_begin(env->mdb, NULL, MDB_RDONLY, &txn);
+  int rc = read_begin_mu(env, &txn);
   if (rc == 0) {
     if (flags & RQ_LEASE_FIFO) {
       next = rq_fifo_next_due(env, txn);
@@ -1212,7 +1316,7 @@ int64_t rq_next_due_ms_flags(rq_env *env, unsigned flags) {
       scan_ready(env, txn, env->scan_from, due_one, &c, &last);
       next = c.next_due;
     }
-    mdb_txn_abort(txn);
+    rq_read_end(env, txn);
   }
   pthread_mutex_unlock(&env->mu);
   return next;
@@ -1226,10 +1330,10 @@ int rq_dedup_seen(rq_env *env, const char *webhook_id, int64_t now_ms) {
   if (!env || !webhook_id) return -EINVAL;
   if (!*webhook_id) return 0;
   MDB_txn *txn;
-  int rc = mdb_txn_begin(env->mdb, NULL, MDB_RDONLY, &txn);
-  if (rc) return rq_mdb_err(rc);
+  int rc = rq_read_begin(env, &txn);
+  if (rc) return rc;
   rc = rq_dedup_check(env, txn, webhook_id, now_ms);
-  mdb_txn_abort(txn);
+  rq_read_end(env, txn);
   return rc;
 }
 
@@ -1239,11 +1343,11 @@ int rq_stat(rq_env *env, rq_stats *out) {
   if (!env || !out) return -EINVAL;
   memset(out, 0, sizeof *out);
   MDB_txn *txn;
-  int rc = mdb_txn_begin(env->mdb, NULL, MDB_RDONLY, &txn);
-  if (rc) return rq_mdb_err(rc);
+  int rc = rq_read_begin(env, &txn);
+  if (rc) return rc;
   rq_counters c;
   if ((rc = rq_counters_load(env, txn, &c))) {
-    mdb_txn_abort(txn);
+    rq_read_end(env, txn);
     return rc;
   }
   out->ready = c.ready_count;
@@ -1269,7 +1373,7 @@ int rq_stat(rq_env *env, rq_stats *out) {
   MDB_envinfo info;
   mdb_env_info(env->mdb, &info);
   out->map_size = info.me_mapsize;
-  mdb_txn_abort(txn);
+  rq_read_end(env, txn);
   out->inflight = rq_leased_count(env);
   return 0;
 }
@@ -1283,10 +1387,10 @@ int rq_over_watermark(rq_env *env) {
   uint64_t used, size = env->map_size;
   if (env->readonly) {
     MDB_txn *txn;
-    int rc = mdb_txn_begin(env->mdb, NULL, MDB_RDONLY, &txn);
-    if (rc) return rq_mdb_err(rc);
+    int rc = rq_read_begin(env, &txn);
+    if (rc) return rc;
     used = rq_used_bytes_in(env, txn);
-    mdb_txn_abort(txn);
+    rq_read_end(env, txn);
   } else {
     /* Computed inside each write batch: no transaction needed here. */
     used = atomic_load(&env->used_bytes);

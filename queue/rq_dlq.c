@@ -92,11 +92,11 @@ static int dlq_list(rq_env *env, const rq_dlq_filter *f, rq_record **out, dlq_vi
   if (!env || !out) return -EINVAL;
   *out = NULL;
   MDB_txn *txn;
-  int rc = mdb_txn_begin(env->mdb, NULL, MDB_RDONLY, &txn);
-  if (rc) return rq_mdb_err(rc);
+  int rc = rq_read_begin(env, &txn);
+  if (rc) return rc;
   record_list l = {0};
   rc = dlq_scan(txn, env->db_dlq, f, collect, &l);
-  mdb_txn_abort(txn);
+  rq_read_end(env, txn);
   if (rc) {
     rq_records_free(l.arr, l.n);
     return rc;
@@ -121,8 +121,8 @@ int rq_dlq_get(rq_env *env, uint64_t id, rq_record *out) {
   if (!env || !out) return -EINVAL;
   memset(out, 0, sizeof *out);
   MDB_txn *txn;
-  int rc = mdb_txn_begin(env->mdb, NULL, MDB_RDONLY, &txn);
-  if (rc) return rq_mdb_err(rc);
+  int rc = rq_read_begin(env, &txn);
+  if (rc) return rc;
   uint8_t kb[8];
   rq_put_be64(kb, id);
   MDB_val k = {8, kb}, v;
@@ -135,7 +135,7 @@ int rq_dlq_get(rq_env *env, uint64_t id, rq_record *out) {
   } else {
     rc = rq_mdb_err(rc);
   }
-  mdb_txn_abort(txn);
+  rq_read_end(env, txn);
   return rc;
 }
 
@@ -330,9 +330,9 @@ int rq_verify(rq_env *env, rq_verify_report *report) {
   int rc;
   rq_counters c;
   if (env->readonly) {
-    if ((rc = mdb_txn_begin(env->mdb, NULL, MDB_RDONLY, &txn))) return rq_mdb_err(rc);
+    if ((rc = rq_read_begin(env, &txn))) return rc;
     if ((rc = rq_counters_load(env, txn, &c))) {
-      mdb_txn_abort(txn);
+      rq_read_end(env, txn);
       return rc;
     }
   } else {
@@ -437,7 +437,7 @@ out:
   free(bad_ready.v);
   free(bad_dlq.v);
   if (env->readonly) {
-    mdb_txn_abort(txn);
+    rq_read_end(env, txn);
     return rc;
   }
   if (rc) {

@@ -122,6 +122,15 @@ void rq_seqset_free(rq_seqset *s);
 typedef struct rq_fifo rq_fifo;
 
 struct rq_env {
+  /* A failed meta page write makes LMDB refuse every later transaction
+   * (MDB_PANIC) until the environment is closed and opened again. open_lk is
+   * held shared for the life of every transaction (and any other use of
+   * mdb), exclusively while env_reopen() (rq.c) replaces mdb; `opens` counts
+   * the replacements, so concurrent callers that saw the same failure
+   * reopen once. mdb is NULL when a reopen failed (the next use retries). */
+  pthread_rwlock_t open_lk;
+  uint64_t opens;
+  char *dir; /* of data.mdb, for the reopen */
   MDB_env *mdb;
   MDB_dbi db_ready, db_bodies, db_state, db_dlq, db_dedup_time, db_meta;
   bool readonly;
@@ -175,6 +184,11 @@ struct rq_txn {
 };
 
 int rq_mdb_err(int rc);
+/* A read transaction under open_lk (see rq_env), reopening the environment
+ * first if LMDB declared it unusable. rq_read_end aborts it and drops the
+ * lock. Callers must not hold env->mu (rq.c has a variant for that). */
+int rq_read_begin(rq_env *env, MDB_txn **txn);
+void rq_read_end(rq_env *env, MDB_txn *txn);
 int64_t rq_now_ms(void);
 void rq_put_be64(uint8_t out[8], uint64_t x);
 uint64_t rq_get_be64(const void *p);
