@@ -11,6 +11,8 @@ endif()
 # EIO/ENOSPC at fdatasync (3) and kills relayd right after a commit point
 # (1). Built without sanitizers: it is preloaded into relayd, also into the
 # ASan build.
+# Scenario 10 has it fail LMDB's page and meta writes and grow_ahead()'s
+# zero fill and fallocate (RELAY_TEST_SHIM_WFAIL_FILE).
 add_library(sync_order_shim SHARED ${PROJECT_SOURCE_DIR}/tests/crash/sync_order_shim.c)
 target_compile_options(sync_order_shim PRIVATE -fno-sanitize=all)
 target_link_options(sync_order_shim PRIVATE -fno-sanitize=all)
@@ -31,7 +33,8 @@ if(TARGET relayd AND TARGET relayctl)
       "poison;s5_poison.mjs;integration;180;900"
       "ack_crash;s6_ack_crash.mjs;crash;180;900"
       "slow_clients;s7_slow_clients.mjs;integration;180;900"
-      "auth_pause;s9_auth_pause.mjs;integration;180;900")
+      "auth_pause;s9_auth_pause.mjs;integration;180;900"
+      "write_faults;s10_write_faults.mjs;crash;180;900")
     list(GET s 0 name)
     list(GET s 1 script)
     list(GET s 2 label)

@@ -28,7 +28,20 @@
  * Crash at the commit point (scenario 1): when $RELAY_TEST_SHIM_KILL_FILE
  * exists, the next O_DSYNC write (LMDB's meta page, which makes a commit
  * durable) completes, the file is removed and the process SIGKILLs itself:
- * the commit is on disk, none of its 2xx has been sent. */
+ * the commit is on disk, none of its 2xx has been sent.
+ *
+ * Write faults (scenario 10): when $RELAY_TEST_SHIM_WFAIL_FILE exists and
+ * holds "TARGET ERRNO N" (ERRNO: EIO or ENOSPC), the next N calls of that
+ * kind on LMDB's data.mdb fail with ERRNO without writing anything (the
+ * file is removed when N are used up). TARGET is
+ *   pages      pwrite/pwritev/writev on the plain data.mdb fd (data pages)
+ *   meta       pwrite/write on the O_DSYNC data.mdb fd (the meta page)
+ *   zero       pwrite on the O_DIRECT data.mdb fd (grow-ahead zeros)
+ *   fallocate  fallocate on data.mdb (grow-ahead fallback)
+ *   ftruncate  ftruncate on data.mdb
+ * Counted as winjected=N in the output line; wpages=, wmeta=, wzero=,
+ * wfallocate= and wftruncate= count the calls of each kind seen, so that a
+ * test can tell its target is reached at all. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
@@ -47,6 +60,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <limits.h>
 #include <unistd.h>
 
 #define MAXFD 65536
@@ -64,10 +78,22 @@ static _Atomic unsigned char g_kind[MAXFD];
 static _Atomic uint64_t g_last_read[MAXFD];
 /* 0 unknown, 1 plain, 2 O_DSYNC/O_SYNC file */
 static _Atomic unsigned char g_fileflag[MAXFD];
+/* data.mdb descriptors for the write faults: 0 unknown, else a wf_target + 1
+ * (WF_NONE + 1: not data.mdb) */
+enum { WF_PAGES, WF_META, WF_ZERO, WF_FALLOCATE, WF_FTRUNCATE, WF_NONE };
+static const char *const wf_names[] = {"pages", "meta", "zero", "fallocate", "ftruncate"};
+static _Atomic unsigned char g_dbclass[MAXFD];
+static _Atomic uint64_t g_winjected, g_wcalls[WF_NONE];
 
 static ssize_t (*r_read)(int, void *, size_t);
 static ssize_t (*r_write)(int, const void *, size_t);
 static ssize_t (*r_writev)(int, const struct iovec *, int);
+static ssize_t (*r_pwritev)(int, const struct iovec *, int, off_t);
+static ssize_t (*r_pwritev64)(int, const struct iovec *, int, off_t);
+static int (*r_fallocate)(int, int, off_t, off_t);
+static int (*r_fallocate64)(int, int, off_t, off_t);
+static int (*r_ftruncate)(int, off_t);
+static int (*r_ftruncate64)(int, off_t);
 static ssize_t (*r_pwrite)(int, const void *, size_t, off_t);
 static ssize_t (*r_pwrite64)(int, const void *, size_t, off_t);
 static ssize_t (*r_send)(int, const void *, size_t, int);
@@ -84,11 +110,15 @@ static int (*r_close)(int);
 static void dump(void) {
   const char *p = getenv("RELAY_TEST_SYNC_SHIM_OUT");
   if (!p) return;
-  char line[256];
-  int n = snprintf(line, sizeof line, "ok=%llu bad=%llu syncs=%llu dsync_writes=%llu reads=%llu first_bad_fd=%d injected=%llu\n",
+  char line[384];
+  int n = snprintf(line, sizeof line, "ok=%llu bad=%llu syncs=%llu dsync_writes=%llu reads=%llu first_bad_fd=%d injected=%llu"
+                   " winjected=%llu wpages=%llu wmeta=%llu wzero=%llu wfallocate=%llu wftruncate=%llu\n",
                    (unsigned long long)g_ok, (unsigned long long)g_bad, (unsigned long long)g_syncs,
                    (unsigned long long)g_dsync, (unsigned long long)g_reads, (int)g_first_bad_fd,
-                   (unsigned long long)g_injected);
+                   (unsigned long long)g_injected, (unsigned long long)g_winjected,
+                   (unsigned long long)g_wcalls[WF_PAGES], (unsigned long long)g_wcalls[WF_META],
+                   (unsigned long long)g_wcalls[WF_ZERO], (unsigned long long)g_wcalls[WF_FALLOCATE],
+                   (unsigned long long)g_wcalls[WF_FTRUNCATE]);
   if (n <= 0) return;
   RESOLVE(pwrite);
   int fd = open(p, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
@@ -172,6 +202,77 @@ static int is_dsync_file(int fd) {
   return f == 2;
 }
 
+/* Which write-fault target a call on fd is, WF_NONE when fd is not
+ * data.mdb (cached per fd until it is closed). */
+static int db_class(int fd) {
+  if (fd < 0 || fd >= MAXFD) return WF_NONE;
+  unsigned char c = atomic_load(&g_dbclass[fd]);
+  if (c) return c - 1;
+  int cls = WF_NONE;
+  char link[64], target[PATH_MAX];
+  snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+  ssize_t n = readlink(link, target, sizeof target - 1);
+  if (n >= 9 && memcmp(target + n - 9, "/data.mdb", 9) == 0) {
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0 && (fl & O_DSYNC))
+      cls = WF_META;
+    else if (fl >= 0 && (fl & O_DIRECT))
+      cls = WF_ZERO;
+    else
+      cls = WF_PAGES;
+  }
+  atomic_store(&g_dbclass[fd], (unsigned char)(cls + 1));
+  return cls;
+}
+
+/* The errno to fail this call of `target` with, or 0 (see the header). */
+static int write_fault(int target) {
+  if (target < 0 || target >= WF_NONE) return 0;
+  atomic_fetch_add(&g_wcalls[target], 1);
+  const char *p = getenv("RELAY_TEST_SHIM_WFAIL_FILE");
+  if (!p || access(p, F_OK) != 0) return 0;
+  pthread_mutex_lock(&g_fail_mu);
+  int err = 0;
+  RESOLVE(read);
+  RESOLVE(close);
+  RESOLVE(pwrite);
+  int fd = open(p, O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    char buf[96] = {0};
+    ssize_t n = r_read(fd, buf, sizeof buf - 1);
+    r_close(fd);
+    char what[16] = {0}, name[16] = {0};
+    long left = 0;
+    if (n > 0 && sscanf(buf, "%15s %15s %ld", what, name, &left) == 3 && left > 0 &&
+        strcmp(what, wf_names[target]) == 0) {
+      err = strcmp(name, "ENOSPC") == 0 ? ENOSPC : EIO;
+      if (--left == 0) {
+        unlink(p);
+      } else {
+        char out[96];
+        int m = snprintf(out, sizeof out, "%s %s %ld\n", what, name, left);
+        int w = open(p, O_WRONLY | O_TRUNC | O_CLOEXEC);
+        if (w >= 0) {
+          if (m > 0) (void)r_pwrite(w, out, (size_t)m, 0);
+          r_close(w);
+        }
+      }
+    }
+  }
+  pthread_mutex_unlock(&g_fail_mu);
+  if (err) atomic_fetch_add(&g_winjected, 1);
+  return err;
+}
+
+/* write_fault() for a write call on fd; sets errno. */
+static int write_fault_fd(int fd) {
+  int cls = db_class(fd);
+  if (cls == WF_NONE) return 0;
+  int err = write_fault(cls);
+  if (err) errno = err;
+  return err;
+}
+
 ssize_t read(int fd, void *buf, size_t n) {
   RESOLVE(read);
   ssize_t r = r_read(fd, buf, n);
@@ -181,6 +282,7 @@ ssize_t read(int fd, void *buf, size_t n) {
 
 ssize_t write(int fd, const void *buf, size_t n) {
   RESOLVE(write);
+  if (write_fault_fd(fd)) return -1;
   if (is_dsync_file(fd)) {
     uint64_t s = atomic_fetch_add(&g_seq, 1) + 1;
     ssize_t r = r_write(fd, buf, n);
@@ -196,6 +298,7 @@ ssize_t write(int fd, const void *buf, size_t n) {
 
 static ssize_t dsync_pwrite(ssize_t (*fn)(int, const void *, size_t, off_t), int fd, const void *buf,
                             size_t n, off_t off) {
+  if (write_fault_fd(fd)) return -1;
   if (!is_dsync_file(fd)) return fn(fd, buf, n, off);
   uint64_t s = atomic_fetch_add(&g_seq, 1) + 1;
   ssize_t r = fn(fd, buf, n, off);
@@ -218,8 +321,53 @@ ssize_t pwrite64(int fd, const void *buf, size_t n, off_t off) {
 
 ssize_t writev(int fd, const struct iovec *iov, int cnt) {
   RESOLVE(writev);
+  if (write_fault_fd(fd)) return -1;
   if (cnt > 0) on_send(fd, iov[0].iov_base, iov[0].iov_len);
   return r_writev(fd, iov, cnt);
+}
+
+ssize_t pwritev(int fd, const struct iovec *iov, int cnt, off_t off) {
+  RESOLVE(pwritev);
+  if (write_fault_fd(fd)) return -1;
+  return r_pwritev(fd, iov, cnt, off);
+}
+
+ssize_t pwritev64(int fd, const struct iovec *iov, int cnt, off_t off) {
+  RESOLVE(pwritev64);
+  if (write_fault_fd(fd)) return -1;
+  return r_pwritev64(fd, iov, cnt, off);
+}
+
+/* fallocate/ftruncate on any data.mdb descriptor. */
+static int size_fault(int fd, int target) {
+  if (db_class(fd) == WF_NONE) return 0;
+  int err = write_fault(target);
+  if (err) errno = err;
+  return err;
+}
+
+int fallocate(int fd, int mode, off_t off, off_t len) {
+  RESOLVE(fallocate);
+  if (size_fault(fd, WF_FALLOCATE)) return -1;
+  return r_fallocate(fd, mode, off, len);
+}
+
+int fallocate64(int fd, int mode, off_t off, off_t len) {
+  RESOLVE(fallocate64);
+  if (size_fault(fd, WF_FALLOCATE)) return -1;
+  return r_fallocate64(fd, mode, off, len);
+}
+
+int ftruncate(int fd, off_t len) {
+  RESOLVE(ftruncate);
+  if (size_fault(fd, WF_FTRUNCATE)) return -1;
+  return r_ftruncate(fd, len);
+}
+
+int ftruncate64(int fd, off_t len) {
+  RESOLVE(ftruncate64);
+  if (size_fault(fd, WF_FTRUNCATE)) return -1;
+  return r_ftruncate64(fd, len);
 }
 
 ssize_t send(int fd, const void *buf, size_t n, int flags) {
@@ -253,6 +401,7 @@ int close(int fd) {
   if (fd >= 0 && fd < MAXFD) {
     atomic_store(&g_kind[fd], FD_NONE);
     atomic_store(&g_fileflag[fd], 0);
+    atomic_store(&g_dbclass[fd], 0);
   }
   return r_close(fd);
 }
