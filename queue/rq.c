@@ -706,10 +706,17 @@ static int txn_end(rq_txn *t, bool commit) {
   else
     txn_free(t);
   int rc = 0;
-  if (commit)
+  if (commit) {
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
     rc = mdb_txn_commit(txn);
-  else
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    if (rc == 0)
+      atomic_store(&env->last_sync_ns, (uint64_t)((b.tv_sec - a.tv_sec) * 1000000000LL +
+                                                  (b.tv_nsec - a.tv_nsec)));
+  } else {
     mdb_txn_abort(txn);
+  }
   pthread_rwlock_unlock(&env->open_lk); /* before env->mu: see env_reopen() */
   if (nrel) {
     pthread_mutex_lock(&env->mu);
@@ -753,6 +760,10 @@ int rq_txn_commit(rq_txn *t) {
     atomic_fetch_add(&env->commits, 1);
   }
   return rq_mdb_err(rc);
+}
+
+double rq_last_commit_sync_seconds(const rq_env *env) {
+  return env ? (double)atomic_load(&env->last_sync_ns) / 1e9 : 0;
 }
 
 static int add_release(rq_txn *t, uint64_t seq, int64_t due) {

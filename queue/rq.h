@@ -199,6 +199,12 @@ int rq_txn_dead(rq_txn *t, uint64_t seq, int64_t now_ms, const char *reason,
  * released after the commit, whether it succeeded or not (on failure those
  * records are ready again: at-least-once). */
 int rq_txn_commit(rq_txn *t);
+/* Seconds the last successful rq_txn_commit() in this process spent inside
+ * LMDB's durable commit: writing the dirty pages, fdatasync, then writing
+ * and syncing the meta page. The rest of a batch's time is building it.
+ * Meant for the thread that has just committed (the relay's group
+ * committer, for its fsync histogram); 0 before the first commit. */
+double rq_last_commit_sync_seconds(const rq_env *env);
 /* 0 while the batch is usable, else the error that poisoned it. */
 int rq_txn_status(const rq_txn *t);
 /* Drops the batch; nothing of it is stored. Frees the handle. */

@@ -155,6 +155,7 @@ struct rq_env {
   pthread_mutex_t dmu;   /* guards dedup */
   rq_dedup_table dedup;  /* writable envs only (rq_dedup.c) */
   uint64_t last_appends; /* of the last committed batch; LMDB's writer lock */
+  _Atomic uint64_t last_sync_ns; /* mdb_txn_commit of the last good commit */
   rq_fifo *fifo;         /* FIFO lease index (rq_fifo.c), guarded by mu; NULL: not built */
   /* Lease scan start (see scan_start in rq.c), guarded by mu. */
   uint64_t scan_from;

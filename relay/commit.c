@@ -43,7 +43,7 @@ typedef struct commit_batch {
   commit_op *ops;
   unsigned n;
   int rc;
-  double seconds;
+  double seconds, sync_seconds;
   struct commit_batch *next;
 } commit_batch;
 
@@ -62,7 +62,7 @@ struct committer {
   unsigned handed; /* handed to the writer, not yet answered */
   unsigned unanswered;
   commit_stats stats;
-  void (*observer)(void *arg, unsigned ops, double seconds, int result);
+  void (*observer)(void *arg, unsigned ops, double seconds, double sync_seconds, int result);
   void *observer_arg;
   int closing, finishing, open_handles;
   int failing; /* last batch failed: log transitions, not every batch */
@@ -218,12 +218,15 @@ static void writer_main(void *arg) {
     memset(c->excluded, 0, n);
     int rc = write_batch(c->env, ops, c->excluded);
     double secs = (double)(uv_hrtime() - t0) / 1e9;
+    /* This thread is the one that just committed (see rq.h). */
+    double sync_secs = rc == 0 ? rq_last_commit_sync_seconds(c->env) : 0;
 
     uv_mutex_lock(&c->mu);
     b->ops = ops;
     b->n = n;
     b->rc = rc;
     b->seconds = secs;
+    b->sync_seconds = sync_secs;
     b->next = NULL;
     if (c->finished_tail)
       c->finished_tail->next = b;
@@ -308,7 +311,7 @@ static void answer_batch(committer *c, commit_batch *b) {
   commit_op *ops = b->ops;
   unsigned n = b->n;
   int rc = b->rc;
-  double secs = b->seconds;
+  double secs = b->seconds, sync_secs = b->sync_seconds;
   free(b);
   c->handed -= n;
 
@@ -328,7 +331,7 @@ static void answer_batch(committer *c, commit_batch *b) {
     rlog(LOG_INFO, "commits succeed again", NULL);
   }
   c->failing = rc != 0;
-  if (c->observer) c->observer(c->observer_arg, n, secs, rc);
+  if (c->observer) c->observer(c->observer_arg, n, secs, sync_secs, rc);
 
   /* Detach before each callback: it may free or resubmit its op. */
   while (ops) {
@@ -426,7 +429,8 @@ unsigned committer_pending(const committer *c) {
 }
 
 void committer_set_observer(committer *c,
-                            void (*fn)(void *arg, unsigned ops, double seconds, int result),
+                            void (*fn)(void *arg, unsigned ops, double seconds,
+                                       double sync_seconds, int result),
                             void *arg) {
   c->observer = fn;
   c->observer_arg = arg;

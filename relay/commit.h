@@ -63,9 +63,14 @@ void committer_submit(committer *c, commit_op *op);
 /* Operations submitted but not yet answered. */
 unsigned committer_pending(const committer *c);
 /* Optional observer called on the loop thread after each commit, with the
- * number of operations and the commit's duration and result (metrics). */
-void committer_set_observer(committer *c, void (*fn)(void *arg, unsigned ops, double seconds,
-                                                     int result), void *arg);
+ * number of operations, the commit's duration, the part of it spent in
+ * LMDB's durable commit (page writes, fdatasync, meta page sync: see
+ * rq_last_commit_sync_seconds; 0 when the commit failed) and its result
+ * (metrics). */
+void committer_set_observer(committer *c,
+                            void (*fn)(void *arg, unsigned ops, double seconds,
+                                       double sync_seconds, int result),
+                            void *arg);
 void committer_get_stats(const committer *c, commit_stats *out);
 /* Commits whatever is queued, answers it, stops the thread, closes the
  * libuv handles, then calls done(arg) on the loop thread and frees c.

@@ -90,9 +90,10 @@ static void on_ingest_stored(void *arg) {
   if (r->drn) drain_kick(r->drn);
 }
 
-static void on_commit_observed(void *arg, unsigned ops, double seconds, int result) {
+static void on_commit_observed(void *arg, unsigned ops, double seconds, double sync_seconds,
+                               int result) {
   (void)arg;
-  metrics_commit(ops, seconds, result);
+  metrics_commit(ops, seconds, sync_seconds, result);
 }
 
 /* ---- publishing side ----------------------------------------------------- */

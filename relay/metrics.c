@@ -60,7 +60,7 @@ static struct {
   uint64_t received, rejected_sum;
   labelled_counter rejected;
   uint64_t commits_ok, commits_failed, commit_ops;
-  histogram commit_duration, commit_batch, publish_duration;
+  histogram commit_duration, commit_sync, commit_batch, publish_duration;
   labelled_counter publish_requests, publish_messages;
   uint64_t publish_ok_messages;
   rate_ring publish_rate, receive_rate;
@@ -158,6 +158,7 @@ static void ensure_init(void) {
   clock_gettime(CLOCK_REALTIME, &ts);
   M.start_time = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
   hist_init(&M.commit_duration, commit_bounds, sizeof commit_bounds / sizeof *commit_bounds);
+  hist_init(&M.commit_sync, commit_bounds, sizeof commit_bounds / sizeof *commit_bounds);
   hist_init(&M.commit_batch, batch_bounds, sizeof batch_bounds / sizeof *batch_bounds);
   hist_init(&M.publish_duration, publish_bounds, sizeof publish_bounds / sizeof *publish_bounds);
   /* Known label values start at 0 so rate() and alerts see the series from
@@ -187,7 +188,7 @@ void metrics_event_rejected(const char *reason) {
   lc_add(&M.rejected, reason, 1);
 }
 
-void metrics_commit(unsigned ops, double seconds, int result) {
+void metrics_commit(unsigned ops, double seconds, double sync_seconds, int result) {
   ensure_init();
   if (result == 0)
     M.commits_ok++;
@@ -196,6 +197,7 @@ void metrics_commit(unsigned ops, double seconds, int result) {
   M.commit_ops += ops;
   if (seconds < 0) seconds = 0;
   hist_observe(&M.commit_duration, seconds);
+  if (result == 0) hist_observe(&M.commit_sync, sync_seconds < 0 ? 0 : sync_seconds);
   hist_observe(&M.commit_batch, (double)ops);
 }
 
@@ -344,6 +346,10 @@ int metrics_render(const metrics_scrape *s, char **out, size_t *len) {
   counter(&b, "relay_commit_ops_total", "Queue operations applied by group commits.", M.commit_ops);
   hist(&b, "relay_commit_duration_seconds", "Duration of one group commit including its fsync.",
        &M.commit_duration);
+  hist(&b, "relay_commit_fsync_duration_seconds",
+       "Time of one successful group commit spent in LMDB's durable commit: dirty pages written, "
+       "fdatasync, meta page written and synced.",
+       &M.commit_sync);
   hist(&b, "relay_commit_batch_size", "Queue operations per group commit.", &M.commit_batch);
 
   labelled(&b, "relay_sns_publish_total", "SNS Publish/PublishBatch requests, by outcome.",

@@ -21,8 +21,10 @@ void metrics_event_received(void);
  * "too_large" (200, stored in the DLQ). Other short snake_case names are
  * allowed; the label set grows as needed (bounded by the code's names). */
 void metrics_event_rejected(const char *reason);
-/* One group commit: ops in it, fsync'd duration, result 0 or error. */
-void metrics_commit(unsigned ops, double seconds, int result);
+/* One group commit: ops in it, its whole duration, the part of it in LMDB's
+ * durable commit (page writes + fdatasync + meta page sync; observed only
+ * when result is 0), result 0 or error. */
+void metrics_commit(unsigned ops, double seconds, double sync_seconds, int result);
 /* One SNS request finished: result is sns_outcome_name() of the request's
  * overall outcome ("ok", "retry", "throttled", "permanent", "config",
  * "unreachable"); messages = entries in it. */

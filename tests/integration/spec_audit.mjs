@@ -170,6 +170,13 @@ async function caseMetricsCounters(dir, fault) {
   check(d('relay_commit_duration_seconds_count') >= 1, 'relay_commit_duration_seconds observed commits');
   check(metric(m.text, 'relay_commit_duration_seconds_bucket{le="+Inf"}') === metric(m.text, 'relay_commit_duration_seconds_count'),
     'commit histogram: +Inf bucket = count');
+  // The fsync part of each good commit (issue 6: "fsync duration histograms").
+  check(d('relay_commit_fsync_duration_seconds_count') >= 1
+    && metric(m.text, 'relay_commit_fsync_duration_seconds_count') === metric(m.text, 'relay_commit_duration_seconds_count'),
+    'relay_commit_fsync_duration_seconds: one sample per (good) commit');
+  check(metric(m.text, 'relay_commit_fsync_duration_seconds_sum') > 0
+    && metric(m.text, 'relay_commit_fsync_duration_seconds_sum') <= metric(m.text, 'relay_commit_duration_seconds_sum'),
+    'fsync time is part of the commit time');
   check(d('relay_sns_publish_total{result="ok"}') >= 1, 'relay_sns_publish_total{result="ok"} counts requests');
   check(d('relay_sns_publish_duration_seconds_count') === d('relay_sns_publish_total{result="ok"}'),
     'one publish duration per request');

@@ -35,9 +35,14 @@ typedef struct {
 
 static unsigned answered; /* callbacks run so far, all tests */
 
-static void observe(void *arg, unsigned ops, double seconds, int result) {
+static void observe(void *arg, unsigned ops, double seconds, double sync_seconds, int result) {
   fx *f = arg;
   CHECK(seconds >= 0 && seconds < 60);
+  /* The durable part is inside the commit; every good commit went through
+   * mdb_txn_commit, a failed one reports none. */
+  CHECK(sync_seconds >= 0 && sync_seconds <= seconds);
+  if (result == 0) CHECK(sync_seconds > 0);
+  else CHECK(sync_seconds == 0);
   if (f->nbatches < 64) {
     f->batch_ops[f->nbatches] = ops;
     f->batch_rc[f->nbatches] = result;

@@ -95,9 +95,9 @@ TEST(label_set_is_bounded) {
 
 TEST(histograms_are_cumulative) {
   metrics_reset();
-  metrics_commit(1, 0.0004, 0); /* <= 0.0005 */
-  metrics_commit(7, 0.003, 0);  /* <= 0.005 */
-  metrics_commit(300, 7.0, -5); /* +Inf, failed */
+  metrics_commit(1, 0.0004, 0.0003, 0); /* <= 0.0005 */
+  metrics_commit(7, 0.003, 0.002, 0);    /* <= 0.005; fsync <= 0.0025 */
+  metrics_commit(300, 7.0, 0, -5);       /* +Inf, failed: no fsync sample */
   metrics_publish("ok", 10, 0.02);
   metrics_publish("ok", 3, 0.2);
   metrics_publish("throttled", 10, 0.01);
@@ -107,6 +107,11 @@ TEST(histograms_are_cumulative) {
   CHECK_INT(sample(t, "relay_commit_duration_seconds_bucket{le=\"2.5\"}"), ==, 2);
   CHECK_INT(sample(t, "relay_commit_duration_seconds_bucket{le=\"+Inf\"}"), ==, 3);
   CHECK_INT(sample(t, "relay_commit_duration_seconds_count"), ==, 3);
+  CHECK_INT(sample(t, "relay_commit_fsync_duration_seconds_bucket{le=\"0.0005\"}"), ==, 1);
+  CHECK_INT(sample(t, "relay_commit_fsync_duration_seconds_bucket{le=\"0.001\"}"), ==, 1);
+  CHECK_INT(sample(t, "relay_commit_fsync_duration_seconds_bucket{le=\"0.0025\"}"), ==, 2);
+  CHECK_INT(sample(t, "relay_commit_fsync_duration_seconds_bucket{le=\"+Inf\"}"), ==, 2);
+  CHECK_INT(sample(t, "relay_commit_fsync_duration_seconds_count"), ==, 2);
   double sum = sample(t, "relay_commit_duration_seconds_sum");
   CHECK(sum > 7.0033 && sum < 7.0035);
   CHECK_INT(sample(t, "relay_commit_batch_size_bucket{le=\"1\"}"), ==, 1);
@@ -165,7 +170,7 @@ TEST(promtool_accepts_exposition) {
   metrics_reset();
   metrics_event_received();
   metrics_event_rejected("duplicate");
-  metrics_commit(4, 0.002, 0);
+  metrics_commit(4, 0.002, 0.0015, 0);
   metrics_publish("ok", 10, 0.05);
   metrics_publish("permanent", 1, 0.05);
   metrics_scrape s = full_scrape();

@@ -197,6 +197,24 @@ TEST(append_lease_ack) {
   rq_env_close(env);
 }
 
+/* The fsync histogram's source: the time of the last good commit spent in
+ * LMDB's durable commit; a failed or aborted batch leaves it alone. */
+TEST(last_commit_sync_seconds) {
+  rq_env *env = open_env(NULL);
+  CHECK(rq_last_commit_sync_seconds(env) == 0);
+  rq_txn *t;
+  rq_record a = mkrec("{\"type\":\"a\"}", "sync-a", "a", NULL);
+  CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+  CHECK_INT(rq_txn_append(t, &a, NULL), ==, 0);
+  CHECK_INT(rq_txn_commit(t), ==, 0);
+  double s = rq_last_commit_sync_seconds(env);
+  CHECK(s > 0 && s < 10);
+  CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+  rq_txn_abort(t);
+  CHECK(rq_last_commit_sync_seconds(env) == s);
+  rq_env_close(env);
+}
+
 TEST(roundtrip_byte_identical_after_reopen) {
   uint8_t body[1500];
   for (size_t i = 0; i < sizeof body; i++) body[i] = (uint8_t)(i * 7 + 3); /* NULs, high bytes */
