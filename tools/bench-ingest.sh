@@ -152,6 +152,7 @@ for _ in $(seq 100); do curl -sf "http://127.0.0.1:$aport/healthz" >/dev/null 2>
 curl -sf "http://127.0.0.1:$aport/healthz" >/dev/null || { cat "$tmp/relayd.log" >&2; exit 1; }
 c0=$(metric "$aport" relay_commit_duration_seconds_count); c0=${c0:-0}
 s0=$(metric "$aport" relay_commit_duration_seconds_sum); s0=${s0:-0}
+f0=$(metric "$aport" relay_commit_fsync_duration_seconds_sum); f0=${f0:-0}
 echo "relayd: wrk -t$threads -c$conns -d${duration}s, body $(stat -c %s "$body") bytes ($fixture)" >&2
 # BENCH_PERF=FILE: also record a CPU profile of relayd (perf record -g) during the run.
 perf_pid=
@@ -165,6 +166,7 @@ rcpu1=$(cpu_ticks "$rpid")
 [ -n "$perf_pid" ] && wait "$perf_pid"
 c1=$(metric "$aport" relay_commit_duration_seconds_count); c1=${c1:-0}
 s1=$(metric "$aport" relay_commit_duration_seconds_sum); s1=${s1:-0}
+f1=$(metric "$aport" relay_commit_fsync_duration_seconds_sum); f1=${f1:-0}
 received=$(metric "$aport" relay_events_received_total); received=${received:-0}
 relay_rss=$(peak_rss_kb "$rpid")
 relay_anon=$(anon_rss_kb "$rpid")
@@ -211,7 +213,7 @@ grep RESULT "$tmp/wrk-nginx.txt" >/dev/null || { cat "$tmp/wrk-nginx.txt" >&2; e
 
 # ---- table ----------------------------------------------------------------
 python3 - "$tmp/wrk-relay.txt" "$tmp/wrk-nginx.txt" "$c0" "$c1" "$received" "$relay_rss" "$nginx_rss" "$relay_anon" "$nginx_anon" "$s0" "$s1" \
-  "$((rcpu1 - rcpu0))" "$((ncpu1 - ncpu0))" "$(getconf CLK_TCK)" <<'EOF'
+  "$((rcpu1 - rcpu0))" "$((ncpu1 - ncpu0))" "$(getconf CLK_TCK)" "$f0" "$f1" <<'EOF'
 import re, sys
 def load(p):
     t = open(p).read()
@@ -221,6 +223,7 @@ r, n = load(sys.argv[1]), load(sys.argv[2])
 c0, c1, received, rrss, nrss, ranon, nanon = (int(float(x or 0)) for x in sys.argv[3:10])
 s0, s1 = float(sys.argv[10] or 0), float(sys.argv[11] or 0)
 rcpu, ncpu, tck = int(sys.argv[12]), int(sys.argv[13]), int(sys.argv[14])
+f0, f1 = float(sys.argv[15] or 0), float(sys.argv[16] or 0)
 def rps(x): return x["requests"] / (x["duration_us"] / 1e6)
 rr, nr = rps(r), rps(n)
 fs = (c1 - c0) / (r["duration_us"] / 1e6)
@@ -232,6 +235,7 @@ print(f"{'p99 latency (ms)':24}{r['p99_us']/1000:14.2f}{n['p99_us']/1000:14.2f}"
 print(f"{'fsyncs/s (commits)':24}{fs:14.0f}{'0':>14}")
 print(f"{'events per fsync':24}{(rr / fs if fs else 0):14.1f}{'-':>14}")
 print(f"{'mean commit (ms)':24}{((s1 - s0) / (c1 - c0) * 1000 if c1 > c0 else 0):14.2f}{'-':>14}")
+print(f"{'  of it LMDB fsync (ms)':24}{((f1 - f0) / (c1 - c0) * 1000 if c1 > c0 else 0):14.2f}{'-':>14}   (page writes, fdatasync, meta sync)")
 print(f"{'CPU per request (us)':24}{rcpu / tck * 1e6 / max(r['requests'], 1):14.1f}{ncpu / tck * 1e6 / max(n['requests'], 1):14.1f}")
 print(f"{'peak RSS (MiB)':24}{rrss/1024:14.1f}{nrss/1024:14.1f}   (relayd: incl. mapped LMDB pages)")
 print(f"{'anon RSS at end (MiB)':24}{ranon/1024:14.1f}{nanon/1024:14.1f}")
