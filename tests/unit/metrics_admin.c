@@ -740,10 +740,17 @@ TEST(empty_filter_refused) {
  * an empty listing or a replay that silently did nothing. */
 TEST(unknown_reason_refused) {
   start(NULL);
-  CHECK_INT(ctl("dlq list --reason reject"), ==, 2);
-  CHECK_INT(ctl("dlq replay --all --reason Rejected --yes"), ==, 2);
-  CHECK_INT(ctl("dlq purge --all --reason too-large --yes"), ==, 2);
-  CHECK_INT(ctl("dlq list --reason corrupt"), ==, 0);
+  const char *bad[] = {"dlq list --reason reject", "dlq replay --all --reason Rejected --yes",
+                       "dlq purge --all --reason too-large --yes"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    int rc = ctl(bad[i]);
+    if (rc != 2 || !strstr(out_buf, "unknown --reason")) fprintf(stderr, "%s:\n%s\n", bad[i], out_buf);
+    CHECK_INT(rc, ==, 2);
+    CHECK(strstr(out_buf, "unknown --reason") != NULL);
+  }
+  int rc = ctl("dlq list --reason corrupt");
+  if (rc != 0) fprintf(stderr, "dlq list --reason corrupt:\n%s\n", out_buf);
+  CHECK_INT(rc, ==, 0);
   rq_stats st;
   CHECK_INT(rq_stat(env, &st), ==, 0);
   CHECK_INT(st.dlq, ==, 4);
