@@ -422,6 +422,8 @@ int rq_env_open(rq_env **out, const char *dir, const rq_options *opts) {
   env->dedup_window_ms = (int64_t)(opts->dedup_window_s ? opts->dedup_window_s : 600) * 1000;
   env->watermark_pct = opts->high_watermark_pct ? opts->high_watermark_pct : 90;
   env->scan_due = INT64_MAX;
+  env->scan_now = INT64_MIN;
+  env->fifo_now = INT64_MIN;
   if (env->watermark_pct > 100) env->watermark_pct = 100;
   pthread_mutex_init(&env->mu, NULL);
   pthread_mutex_init(&env->dmu, NULL);
@@ -1100,8 +1102,25 @@ static int item_view(const scan_item *it, rq_view *v) {
   return 0;
 }
 
-static int64_t item_due(const scan_item *it) {
-  return it->state ? it->state->num[RQ_F_NEXT_ATTEMPT] : 0;
+/* When a record may be leased at `now`: at its next attempt time, unless
+ * the clock reads more than RQ_CLOCK_STEP_MS earlier than that failed
+ * attempt itself. Then the wall clock was stepped back (a VM restored from
+ * a snapshot, NTP fixing a bad RTC, an operator setting the date) and the
+ * due time belongs to the old, later timeline: the remaining wait is longer
+ * than the whole delay the nack asked for, by the size of the step, which
+ * may be hours in which the event sits "ready" and nothing moves. No backoff
+ * asks for that, so the record is due now (one early retry at worst; its
+ * next nack stores times of the new timeline). Steps back under
+ * RQ_CLOCK_STEP_MS only delay a retry by that much. */
+#define RQ_CLOCK_STEP_MS 2000
+int64_t rq_due_at(int64_t due, int64_t last, int64_t now) {
+  if (due > now && last > now && last - now > RQ_CLOCK_STEP_MS) return 0;
+  return due;
+}
+
+static int64_t item_due(const scan_item *it, int64_t now) {
+  if (!it->state) return 0;
+  return rq_due_at(it->state->num[RQ_F_NEXT_ATTEMPT], it->state->num[RQ_F_LAST_ATTEMPT], now);
 }
 
 /* Walks ready records in seq order from seq `from` on. `fn` returns 0 to
@@ -1190,8 +1209,9 @@ static int lease_take(lease_ctx *c, uint64_t seq, rq_view *v) {
 
 static int lease_one(void *arg, const scan_item *it) {
   lease_ctx *c = arg;
-  if (item_due(it) > c->now) {
-    if (item_due(it) < c->skipped_due) c->skipped_due = item_due(it);
+  int64_t due = item_due(it, c->now);
+  if (due > c->now) {
+    if (due < c->skipped_due) c->skipped_due = due;
     return 0;
   }
   rq_view v;
@@ -1221,10 +1241,17 @@ static int fifo_take(void *arg, uint64_t seq, const MDB_val *raw, MDB_txn *txn) 
  * this, each lease walked past every leased and every backed-off record
  * from the head of the queue again: a few hundred cursor steps per call in
  * steady draining, the whole backlog per call during an outage. */
+/* The records skipped were judged at a clock of at most env->scan_now; a
+ * clock earlier than that (stepped back) can make them due (item_due), so
+ * the scan starts over. */
 static uint64_t scan_start(rq_env *env, int64_t now_ms) {
-  if (now_ms < env->scan_due) return env->scan_from;
+  if (now_ms < env->scan_due && now_ms >= env->scan_now) {
+    env->scan_now = now_ms;
+    return env->scan_from;
+  }
   env->scan_from = 0;
   env->scan_due = INT64_MAX;
+  env->scan_now = now_ms;
   return 0;
 }
 
@@ -1269,6 +1296,11 @@ int rq_lease(rq_env *env, int64_t now_ms, size_t max, unsigned flags, rq_record 
   }
   c.txn = txn;
   if (fifo) {
+    /* Heads wait in the index by their stored due time; after a step back
+     * some are due by rq_due_at: rebuild (placement applies it). Smaller
+     * steps change no due time worth a rebuild, which holds mu. */
+    if (now_ms < env->fifo_now - RQ_CLOCK_STEP_MS) rq_fifo_drop(env);
+    env->fifo_now = env->fifo ? (now_ms > env->fifo_now ? now_ms : env->fifo_now) : now_ms;
     rc = rq_fifo_lease(env, txn, now_ms, fifo_take, &c, max);
   } else {
     rq_fifo_drop(env); /* it cannot follow leases of non-head records */
@@ -1303,7 +1335,7 @@ size_t rq_leased_count(rq_env *env) {
 
 static int due_one(void *arg, const scan_item *it) {
   lease_ctx *c = arg;
-  int64_t due = item_due(it);
+  int64_t due = item_due(it, c->now);
   if (due <= 0) {
     c->next_due = 0;
     return 1;
@@ -1321,10 +1353,13 @@ int64_t rq_next_due_ms_flags(rq_env *env, unsigned flags) {
     if (flags & RQ_LEASE_FIFO) {
       next = rq_fifo_next_due(env, txn);
     } else {
-      /* Below scan_from nothing is due before scan_due (a lower bound). */
-      lease_ctx c = {.env = env, .next_due = env->scan_due};
+      /* Below scan_from nothing is due before scan_due (a lower bound),
+       * unless the clock stepped back since (see scan_start). */
+      int64_t now = rq_now_ms();
+      bool back = now < env->scan_now;
+      lease_ctx c = {.env = env, .now = now, .next_due = back ? INT64_MAX : env->scan_due};
       uint64_t last = 0;
-      scan_ready(env, txn, env->scan_from, due_one, &c, &last);
+      scan_ready(env, txn, back ? 0 : env->scan_from, due_one, &c, &last);
       next = c.next_due;
     }
     rq_read_end(env, txn);

@@ -222,7 +222,11 @@ void rq_set_commit_hook(rq_env *env, rq_commit_hook hook, void *arg);
                              in flight, and only the oldest of its group */
 
 /* Leases up to `max` ready records that are due (next_attempt_ms <= now_ms)
- * and not already leased by this process, oldest seq first. With
+ * and not already leased by this process, oldest seq first. A nacked
+ * record whose last failed attempt lies more than 2 s after now_ms is due
+ * too: the wall clock was stepped back, and its next_attempt_ms belongs to
+ * the old timeline (waiting for it would stall it by the size of the step).
+ * With
  * RQ_LEASE_FIFO, a group whose oldest record is leased or not yet due yields
  * nothing, so a group is published strictly in seq order. Returns the number
  * leased (0..max) and an array in *out (free with rq_records_free()), or a

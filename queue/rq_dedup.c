@@ -22,8 +22,9 @@
 
 #include "rq_internal.h"
 
-#define DEDUP_KEY_MAX 400   /* id bytes in a key; LMDB keys are limited to 511 */
-#define DEDUP_PRUNE_MIN 256 /* expired entries removed per batch, at least */
+#define DEDUP_KEY_MAX 400      /* id bytes in a key; LMDB keys are limited to 511 */
+#define DEDUP_PRUNE_MIN 256    /* expired entries removed per batch, at least */
+#define DEDUP_FUTURE_MIN 60000 /* ms ahead of the clock an entry may be (rekey_future) */
 
 /* Key bytes of an id: the id itself, or for very long ids a prefix plus a
  * 64-bit FNV-1a hash of the whole id. */
@@ -228,6 +229,44 @@ int rq_dedup_record(rq_txn *t, const char *id, int64_t now_ms) {
   return rc ? rq_txn_fail(t, rc) : 0;
 }
 
+/* Entries well after `now` (see below) were logged while the clock was
+ * ahead of today's (a bad RTC before NTP fixed it, a VM restored from a
+ * snapshot then stepped back). Left alone they would stay in the log and
+ * the table, and their ids be duplicates, until the clock catches up:
+ * hours, or years. Deleting them would let a Stream retry that arrives
+ * just after the step be stored twice. So each moves to `now`: still a
+ * duplicate for one full window in the new timeline, then pruned as usual.
+ * Normal entries are never ahead of the prune clock (they were stamped
+ * before this batch began), so the tail check costs one cursor step. An
+ * entry less than max(window, DEDUP_FUTURE_MIN) ahead is left alone: it
+ * expires within that plus a window. Called with dmu held; returns 0, an
+ * LMDB code or -ENOMEM. */
+static int rekey_future(rq_txn *t, MDB_cursor *c, int64_t now, uint64_t budget) {
+  rq_env *env = t->env;
+  uint8_t kb[8 + DEDUP_KEY_MAX];
+  MDB_val k, v;
+  int rc = 0;
+  int64_t slack = env->dedup_window_ms > DEDUP_FUTURE_MIN ? env->dedup_window_ms : DEDUP_FUTURE_MIN;
+  for (uint64_t n = 0; n < budget; n++) {
+    if ((rc = mdb_cursor_get(c, &k, &v, MDB_LAST))) break;
+    if (k.mv_size < 8 || k.mv_size > sizeof kb) break;
+    int64_t seen = (int64_t)rq_get_be64(k.mv_data);
+    if (seen - now <= slack) break;
+    size_t kn = k.mv_size - 8;
+    memcpy(kb + 8, (const uint8_t *)k.mv_data + 8, kn); /* k points into the page */
+    if ((rc = mdb_cursor_del(c, 0))) break;
+    rq_put_be64(kb, (uint64_t)now);
+    MDB_val nk = {8 + kn, kb}, empty = {0, ""};
+    if ((rc = mdb_put(t->txn, env->db_dedup_time, &nk, &empty, 0))) break;
+    uint64_t h = id_hash(kb + 8, kn);
+    int64_t cur;
+    /* The table follows unless a later sighting of the id owns it. */
+    if (table_get(&env->dedup, h, &cur) && cur == seen && (rc = table_put(&env->dedup, h, now)))
+      break;
+  }
+  return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
 /* Expired entries go from the head of the log in bites at the start of
  * each batch, a few more than the last batch added, so expiry keeps pace
  * without a background job or a long write. An id seen again later keeps
@@ -252,7 +291,9 @@ int rq_dedup_prune(rq_txn *t) {
     /* After a delete, MDB_NEXT gives the entry that took the deleted one's place. */
     rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
   }
+  if (rc == 0 || rc == MDB_NOTFOUND) rc = rekey_future(t, c, cutoff + env->dedup_window_ms, budget);
   pthread_mutex_unlock(&env->dmu);
   mdb_cursor_close(c);
-  return rc == 0 || rc == MDB_NOTFOUND ? 0 : rq_mdb_err(rc);
+  if (rc == 0 || rc == MDB_NOTFOUND) return 0;
+  return rc == -ENOMEM ? rc : rq_mdb_err(rc);
 }

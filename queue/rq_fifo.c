@@ -251,23 +251,25 @@ static int extend(rq_env *env, rq_fifo *f, MDB_txn *txn) {
 }
 
 /* Next attempt time of a ready record: 0 unless it was nacked. */
-static int due_of(rq_env *env, MDB_txn *txn, uint64_t seq, int64_t *due) {
+static int due_of(rq_env *env, MDB_txn *txn, uint64_t seq, int64_t now, int64_t *due) {
   rq_view st;
   int rc = rq_state_get(txn, env, seq, &st);
   *due = rc == 0 && rq_view_has(&st, RQ_F_NEXT_ATTEMPT) ? st.num[RQ_F_NEXT_ATTEMPT] : 0;
+  /* After a clock step back it may be due now (rq_due_at); INT64_MIN: no clock yet. */
+  if (rc == 0 && now != INT64_MIN) *due = rq_due_at(*due, st.num[RQ_F_LAST_ATTEMPT], now);
   return rc == RQ_NOTFOUND ? 0 : rc;
 }
 
 /* Places a group whose head's state is unknown; on failure the group is
  * where it was. */
-static int place(rq_env *env, rq_fifo *f, MDB_txn *txn, fgroup *g) {
+static int place(rq_env *env, rq_fifo *f, MDB_txn *txn, fgroup *g, int64_t now) {
   uint64_t h = head_seq(g);
   int rc;
   if (rq_seqset_has(&env->leased, h)) { /* after a rebuild under live leases */
     if (!(rc = rq_seqset_put(&f->leased, h, g))) g->where = FG_LEASED;
     return rc;
   }
-  if ((rc = due_of(env, txn, h, &g->due))) return rc;
+  if ((rc = due_of(env, txn, h, now, &g->due))) return rc;
   if (!(rc = heap_push(&f->wait, g, true))) g->where = FG_WAIT;
   return rc;
 }
@@ -278,9 +280,11 @@ static int sync_index(rq_env *env, MDB_txn *txn, int64_t now) {
   if (!env->fifo && !(env->fifo = calloc(1, sizeof *env->fifo))) return -ENOMEM;
   rq_fifo *f = env->fifo;
   int rc = extend(env, f, txn);
+  /* A due query (INT64_MIN) places with the latest lease clock. */
+  int64_t pnow = now == INT64_MIN ? env->fifo_now : now;
   while (!rc && f->check.n) {
     fgroup *g = f->check.v[--f->check.n];
-    if ((rc = place(env, f, txn, g))) f->check.v[f->check.n++] = g; /* where it was */
+    if ((rc = place(env, f, txn, g, pnow))) f->check.v[f->check.n++] = g; /* where it was */
   }
   while (!rc && f->wait.n && f->wait.v[0]->due <= now) {
     fgroup *g = heap_pop(&f->wait, true);

@@ -160,6 +160,8 @@ struct rq_env {
   /* Lease scan start (see scan_start in rq.c), guarded by mu. */
   uint64_t scan_from;
   int64_t scan_due;
+  int64_t scan_now; /* latest lease clock since scan_from was last reset */
+  int64_t fifo_now; /* latest FIFO lease clock since the index was built */
 };
 
 /* A lease the batch ends: `due` is the record's next attempt if it stays
@@ -245,6 +247,9 @@ int rq_fifo_lease(rq_env *env, MDB_txn *txn, int64_t now, rq_fifo_take_fn take, 
 int64_t rq_fifo_next_due(rq_env *env, MDB_txn *txn);
 void rq_fifo_note(rq_env *env, uint64_t seq, bool gone, int64_t due);
 void rq_fifo_drop(rq_env *env);
+/* When a nacked record (next attempt, last failed attempt) may be leased at
+ * `now`: see item_due in rq.c. */
+int64_t rq_due_at(int64_t next, int64_t last, int64_t now);
 /* RQ_MAP_FULL when adding about `add` bytes would cross env->append_cap. */
 int rq_txn_cap_check(rq_txn *t, size_t add);
 uint64_t rq_used_bytes_in(rq_env *env, MDB_txn *txn);

@@ -2728,3 +2728,186 @@ TEST(grow_ahead_failure_keeps_env_usable) {
   CHECK(WIFEXITED(status));
   CHECK_INT(WEXITSTATUS(status), ==, 0);
 }
+
+/* ---- Wall-clock steps ----------------------------------------------------
+ * Records carry wall-clock times, and the clock can step: a VM restored from
+ * a snapshot, NTP fixing a bad RTC at boot, an operator setting the date.
+ * The queue's clock is the caller's now_ms, so these tests step it. */
+
+/* The clock steps back by hours after events were nacked: their next
+ * attempt times lie hours ahead in the new timeline. They must not stall
+ * for hours (ready in the stats, nothing leased, nothing logged). */
+TEST(clock_back_nacked_not_stalled) {
+  rq_env *env = open_env(NULL);
+  int64_t now = wall_ms();
+  const int64_t hours = 5LL * 3600 * 1000;
+  uint64_t s[6];
+  for (int i = 0; i < 6; i++) {
+    rq_record r = mkrec("{}", NULL, "t", NULL);
+    r.received_ms = now;
+    s[i] = append1(env, &r);
+  }
+  uint64_t all[] = {s[0], s[1], s[2], s[3], s[4], s[5]};
+  lease_expect(env, now, 6, all, 6);
+  rq_txn *t;
+  CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+  CHECK_INT(rq_txn_nack(t, s[0], now, now + 1000, "e"), ==, 0);
+  CHECK_INT(rq_txn_nack(t, s[1], now, now + 30000, "e"), ==, 0);
+  CHECK_INT(rq_txn_ack(t, s[2]), ==, 0);
+  CHECK_INT(rq_txn_ack(t, s[3]), ==, 0);
+  CHECK_INT(rq_txn_ack(t, s[4]), ==, 0);
+  CHECK_INT(rq_txn_ack(t, s[5]), ==, 0);
+  CHECK_INT(rq_txn_commit(t), ==, 0);
+  /* Not due yet in the old timeline; the scan remembers that. */
+  lease_expect(env, now + 500, 10, NULL, 0);
+  /* Clock back 5 h: both failed "in the future"; their remaining wait is
+   * longer than any delay a nack asked for, so they are due now. */
+  uint64_t w[] = {s[0], s[1]};
+  lease_expect(env, now - hours, 10, w, 2);
+  /* Nacked again in the new timeline: ordinary backoff from here on. */
+  int64_t now2 = now - hours + 100;
+  CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+  CHECK_INT(rq_txn_nack(t, s[0], now2, now2 + 1000, "e"), ==, 0);
+  CHECK_INT(rq_txn_nack(t, s[1], now2, now2 + 2000, "e"), ==, 0);
+  CHECK_INT(rq_txn_commit(t), ==, 0);
+  lease_expect(env, now2 + 999, 10, NULL, 0);
+  uint64_t w0[] = {s[0]};
+  lease_expect(env, now2 + 1000, 10, w0, 1);
+  uint64_t w1[] = {s[1]};
+  lease_expect(env, now2 + 2000, 10, w1, 1);
+  rq_env_close(env);
+}
+
+/* Same after a restart (no scan state in memory), and a small step back
+ * (under a couple of seconds, NTP's usual) keeps the due time it had. */
+TEST(clock_back_after_reopen_and_small_steps) {
+  rq_env *env = open_env(NULL);
+  int64_t now = wall_ms();
+  rq_record r = mkrec("{}", NULL, "t", NULL);
+  r.received_ms = now;
+  uint64_t s = append1(env, &r);
+  uint64_t w[] = {s};
+  lease_expect(env, now, 1, w, 1);
+  rq_txn *t;
+  CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+  CHECK_INT(rq_txn_nack(t, s, now, now + 60000, "e"), ==, 0);
+  CHECK_INT(rq_txn_commit(t), ==, 0);
+  rq_env_close(env);
+  env = open_env(NULL);
+  lease_expect(env, now + 1000, 1, NULL, 0);
+  lease_expect(env, now - 1000, 1, NULL, 0); /* a 1 s step: still waits */
+  lease_expect(env, now - 24LL * 3600 * 1000, 1, w, 1);
+  rq_env_close(env);
+}
+
+/* The lease scan skips records below scan_from until scan_due; a step back
+ * must not keep it skipping records that became due by the rule above,
+ * nor may rq_next_due_ms() keep reporting their old-timeline due time. */
+TEST(clock_back_scan_from_not_skipping) {
+  rq_env *env = open_env(NULL);
+  /* The clock was 3 h ahead when the events failed, and is right now
+   * (rq_next_due_ms() reads the real clock: "before" is in the future). */
+  int64_t now = wall_ms();
+  int64_t before = now + 3LL * 3600 * 1000;
+  uint64_t s[40];
+  for (int i = 0; i < 40; i++) {
+    rq_record r = mkrec("{}", NULL, "t", NULL);
+    r.received_ms = before;
+    s[i] = append1(env, &r);
+  }
+  rq_record *out;
+  CHECK_INT(rq_lease(env, before, 40, 0, &out), ==, 40);
+  rq_records_free(out, 40);
+  rq_txn *t;
+  CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+  for (int i = 0; i < 40; i++)
+    CHECK_INT(rq_txn_nack(t, s[i], before, before + 20000 + i, "e"), ==, 0);
+  CHECK_INT(rq_txn_commit(t), ==, 0);
+  /* Scans in the old timeline pass them all: scan_from moves past. */
+  lease_expect(env, before + 1, 40, NULL, 0);
+  lease_expect(env, before + 2, 40, NULL, 0);
+  /* The clock steps back: every one is due, in seq order. */
+  CHECK_INT(rq_lease(env, now, 10, 0, &out), ==, 10);
+  for (int i = 0; i < 10; i++) CHECK_INT(out[i].seq, ==, s[i]);
+  rq_records_free(out, 10);
+  /* rq_next_due_ms() is the drainer's sleep: "due now", not in 3 h. */
+  CHECK_INT(rq_next_due_ms(env), ==, 0);
+  rq_env_close(env);
+}
+
+/* Dedup log under clock steps. While the clock was ahead (a bad RTC before
+ * NTP fixed it), ids were logged at "future" times. After the step back:
+ * a Stream retry of such an id is still a duplicate (the window holds),
+ * but the entry must not stay in the log, and the id a duplicate, until
+ * the clock catches up (years, for a bad RTC); it lasts one window in the
+ * new timeline. */
+TEST(dedup_clock_back_future_entries) {
+  rq_options o = {.dedup_window_s = 2};
+  rq_env *env = open_env(&o);
+  int64_t now = wall_ms();
+  int64_t ahead = now + 365LL * 24 * 3600 * 1000;
+  rq_record r = mkrec("{}", "fut-1", "t", NULL);
+  r.received_ms = ahead;
+  append1(env, &r);
+  rq_record r2 = mkrec("{}", "fut-2", "t", NULL);
+  r2.received_ms = ahead + 5;
+  append1(env, &r2);
+  /* The clock is right again: the retry arrives, stamped in the new timeline. */
+  r.received_ms = wall_ms();
+  rq_txn *t;
+  CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+  CHECK_INT(rq_txn_append(t, &r, NULL), ==, RQ_DUPLICATE);
+  CHECK_INT(rq_txn_commit(t), ==, 0);
+  CHECK_INT(rq_dedup_seen(env, "fut-2", wall_ms()), ==, 1);
+  /* ... but not for a year: one window from the step on. */
+  CHECK_INT(rq_dedup_seen(env, "fut-1", wall_ms() + 5000), ==, 0);
+  CHECK_INT(rq_dedup_seen(env, "fut-2", wall_ms() + 5000), ==, 0);
+  /* The same across a restart (the table is rebuilt from the log). */
+  rq_env_close(env);
+  env = open_env(&o);
+  CHECK_INT(rq_dedup_seen(env, "fut-1", wall_ms()), ==, 1);
+  CHECK_INT(rq_dedup_seen(env, "fut-1", wall_ms() + 5000), ==, 0);
+  /* And the log empties once the window has passed. */
+  struct timespec ts = {2, 300000000};
+  nanosleep(&ts, NULL);
+  CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+  CHECK_INT(rq_txn_commit(t), ==, 0);
+  rq_stats st;
+  CHECK_INT(rq_stat(env, &st), ==, 0);
+  CHECK_INT(st.dedup_entries, ==, 0);
+  CHECK_INT(st.duplicates_total, ==, 1);
+  rq_env_close(env);
+}
+
+/* The same for FIFO leases: the group index keeps waiting heads by due time. */
+TEST(clock_back_fifo_not_stalled) {
+  rq_env *env = open_env(NULL);
+  int64_t now = wall_ms();
+  int64_t before = now + 3LL * 3600 * 1000; /* the clock was 3 h ahead */
+  uint64_t s[3];
+  for (int i = 0; i < 3; i++) {
+    rq_record r = mkrec("{}", NULL, "t", i < 2 ? "c:1" : "c:2");
+    r.received_ms = before;
+    s[i] = append1(env, &r);
+  }
+  rq_record *out;
+  CHECK_INT(rq_lease(env, before, 10, RQ_LEASE_FIFO, &out), ==, 2); /* heads of c:1, c:2 */
+  rq_records_free(out, 2);
+  rq_txn *t;
+  CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+  CHECK_INT(rq_txn_nack(t, s[0], before, before + 20000, "e"), ==, 0);
+  CHECK_INT(rq_txn_nack(t, s[2], before, before + 30000, "e"), ==, 0);
+  CHECK_INT(rq_txn_commit(t), ==, 0);
+  CHECK_INT(rq_lease(env, before + 1, 10, RQ_LEASE_FIFO, &out), ==, 0);
+  free(out);
+  CHECK_INT(rq_lease(env, now, 10, RQ_LEASE_FIFO, &out), ==, 2);
+  CHECK_INT(out[0].seq, ==, s[0]);
+  CHECK_INT(out[1].seq, ==, s[2]);
+  rq_records_free(out, 2);
+  rq_env_close(env);
+  /* And after a restart, when the index is built from the queue. */
+  env = open_env(NULL);
+  CHECK_INT(rq_lease(env, now, 10, RQ_LEASE_FIFO, &out), ==, 2);
+  rq_records_free(out, 2);
+  rq_env_close(env);
+}
