@@ -1,5 +1,7 @@
 #include "backoff.h"
 
+#include <string.h>
+
 void backoff_rng_seed(backoff_rng *r, uint64_t seed) {
   r->s = seed ? seed : 0x9E3779B97F4A7C15ULL;
 }
@@ -130,4 +132,40 @@ backoff_action backoff_decide(sns_outcome outcome, int64_t received_ms, int64_t 
   }
   /* An outcome this code does not know: keep the event and retry it. */
   return expired ? BACKOFF_DEAD_EXPIRED : BACKOFF_RETRY;
+}
+
+int64_t backoff_clock_observe(backoff_clock *c, int64_t wall_ms, int64_t mono_ms) {
+  int64_t off = wall_ms - mono_ms;
+  if (!c->started) {
+    c->started = 1;
+    c->offset = off;
+    return 0;
+  }
+  int64_t d = off - c->offset;
+  /* Slewing moves the offset slowly: following it at every reading keeps
+   * it from ever adding up to a "step". */
+  c->offset = off;
+  if (d > -BACKOFF_CLOCK_STEP_MS && d < BACKOFF_CLOCK_STEP_MS) return 0;
+  if (d < 0) return d;
+  if (c->n == BACKOFF_CLOCK_MAX_STEPS) {
+    /* Merge the two oldest: budgets between them get the older step's
+     * credit too, so they expire later rather than sooner. */
+    c->step[1].by_ms += c->step[0].by_ms;
+    memmove(&c->step[0], &c->step[1], (c->n - 1) * sizeof c->step[0]);
+    c->n--;
+  }
+  /* Anything stamped before the step reads at most wall_ms - d: the step
+   * happened between the last reading and this one. */
+  c->step[c->n].before_ms = wall_ms - d;
+  c->step[c->n].by_ms = d;
+  c->n++;
+  return d;
+}
+
+int64_t backoff_clock_credit(const backoff_clock *c, int64_t start_ms) {
+  if (start_ms <= 0) return 0;
+  int64_t credit = 0;
+  for (size_t i = 0; i < c->n; i++)
+    if (start_ms <= c->step[i].before_ms) credit += c->step[i].by_ms;
+  return credit;
 }

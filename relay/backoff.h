@@ -99,6 +99,46 @@ backoff_action backoff_decide(sns_outcome outcome, int64_t received_ms, int64_t 
  * max_age_ms 0 = no limit never expire). The age rule of backoff_decide(). */
 int backoff_expired(int64_t received_ms, int64_t now_ms, int64_t max_age_ms);
 
+/* ---- Wall-clock steps ------------------------------------------------------
+ * Records carry wall-clock times (received_ms, replayed_ms), and the wall
+ * clock can step: a VM restored from a snapshot, NTP fixing a bad RTC, an
+ * operator setting the date. Measured on the stepped clock, a forward step
+ * of two days would make every queued event that fails once more "older
+ * than RELAY_RETRY_MAX_AGE" and dead-letter the whole backlog as expired,
+ * although none of it has been failing that long. The drainer watches the
+ * wall clock against the monotonic one and remembers forward steps, and an
+ * event's age leaves out the steps that happened after its budget started
+ * (backoff_clock_credit). RELAY_RETRY_MAX_AGE keeps its meaning: time the
+ * event has actually spent queued and failing.
+ *
+ * Limits: only steps this process saw count (one made while relayd was not
+ * running cannot be told from real time); a step back is not credited (an
+ * age taken across it is too small, so expiry comes late, never early);
+ * differences under BACKOFF_CLOCK_STEP_MS are NTP's ordinary slewing, not
+ * steps. */
+#define BACKOFF_CLOCK_STEP_MS 2000
+#define BACKOFF_CLOCK_MAX_STEPS 8
+
+typedef struct {
+  int started;
+  int64_t offset; /* wall - monotonic at the last observation */
+  size_t n;
+  /* Forward steps, oldest first: a budget that started at or before
+   * `before_ms` (old timeline) is credited `by_ms`. */
+  struct {
+    int64_t before_ms, by_ms;
+  } step[BACKOFF_CLOCK_MAX_STEPS];
+} backoff_clock;
+
+/* Feeds one reading of both clocks. Returns the step seen since the last
+ * reading (wall minus monotonic progress, positive = forward) when it is
+ * at least BACKOFF_CLOCK_STEP_MS either way, else 0. */
+int64_t backoff_clock_observe(backoff_clock *c, int64_t wall_ms, int64_t mono_ms);
+
+/* Forward steps (ms) taken after a budget that started at start_ms: the
+ * time to add to start_ms before measuring its age. 0 for start_ms 0. */
+int64_t backoff_clock_credit(const backoff_clock *c, int64_t start_ms);
+
 /* 1 when the answer to a whole request says SNS itself is in trouble (no
  * answer, 5xx or timeout, throttled): the whole drainer backs off and
  * probes with one request, besides each event's own retry delay. A 200

@@ -76,7 +76,13 @@ struct drain {
 
   drain_mode mode;
   int operator_paused;
-  int64_t until_ms; /* backoff end / next probe */
+  /* Backoff end / next probe, on the monotonic clock: a wall-clock
+   * deadline would hold the drainer in backoff for as long as the wall
+   * clock is stepped back (hours), with nothing moving and nothing logged. */
+  int64_t until_mono;
+  /* Wall-clock steps seen so far: RELAY_RETRY_MAX_AGE does not count them
+   * (see backoff.h). */
+  backoff_clock clk;
   uint64_t backoff_prev_ms;
   int probe_inflight;
   /* In backoff because SNS failed transiently (not a local error): events
@@ -107,10 +113,59 @@ struct drain {
   } rate[DRAIN_RATE_SLOTS];
 };
 
+#ifdef RELAY_TEST_CLOCK
+/* Test builds only (tests/integration/clock.cmake; relayd never has it):
+ * the file named by RELAY_TEST_CLOCK_FILE holds an offset in ms that is
+ * added to the drainer's wall clock, so a test steps the clock by
+ * rewriting it. The monotonic clock (libuv timers, mono_ms) does not move,
+ * as with a real step. */
+static int64_t test_clock_offset(void) {
+  const char *path = getenv("RELAY_TEST_CLOCK_FILE");
+  FILE *f = path ? fopen(path, "r") : NULL;
+  if (!f) return 0;
+  char buf[32];
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  return strtoll(buf, NULL, 10);
+}
+#endif
+
 static int64_t now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
+  int64_t ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+#ifdef RELAY_TEST_CLOCK
+  ms += test_clock_offset();
+#endif
+  return ms;
+}
+
+static int64_t mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A monotonic deadline as a wall-clock time, for status and logs. */
+static int64_t wall_of(int64_t mono) {
+  return now_ms() + (mono - mono_ms());
+}
+
+/* The wall clock for decisions about events, watching it for steps. */
+static int64_t clock_now(drain *d) {
+  int64_t wall = now_ms();
+  int64_t step = backoff_clock_observe(&d->clk, wall, mono_ms());
+  if (step) {
+    char by[24];
+    snprintf(by, sizeof by, "%" PRId64, step);
+    rlog(LOG_WARN,
+         step > 0
+             ? "wall clock stepped forward; event ages for RELAY_RETRY_MAX_AGE leave the step out"
+             : "wall clock stepped back; retries due in the old timeline run now",
+         "#by_ms", by, NULL);
+  }
+  return wall;
 }
 
 const char *drain_state_name(drain_state s) {
@@ -158,8 +213,10 @@ static void set_error(drain *d, const char *code, const char *msg) {
   d->st.last_error.at_ms = now_ms();
 }
 
+/* Rate slots count monotonic seconds: a wall-clock step would leave slots
+ * "in the future" counted until the clock caught up. */
 static void rate_add(drain *d, uint64_t n) {
-  int64_t sec = now_ms() / 1000;
+  int64_t sec = mono_ms() / 1000;
   unsigned i = (unsigned)(sec % DRAIN_RATE_SLOTS);
   if (d->rate[i].sec != sec) {
     d->rate[i].sec = sec;
@@ -184,7 +241,7 @@ static void schedule(drain *d, uint64_t delay_ms) {
 static void log_mode(drain *d, drain_mode old) {
   if (old == d->mode) return;
   char until[32];
-  snprintf(until, sizeof until, "%" PRId64, d->until_ms);
+  snprintf(until, sizeof until, "%" PRId64, wall_of(d->until_mono));
   switch (d->mode) {
     case MODE_RUNNING:
       rlog(LOG_INFO, "drainer running again", "previous",
@@ -204,7 +261,7 @@ static void log_mode(drain *d, drain_mode old) {
 static void enter_running(drain *d) {
   drain_mode old = d->mode;
   d->mode = MODE_RUNNING;
-  d->until_ms = 0;
+  d->until_mono = 0;
   d->backoff_prev_ms = 0;
   d->sns_down = 0;
   log_mode(d, old);
@@ -213,7 +270,7 @@ static void enter_running(drain *d) {
 static void enter_backoff(drain *d, uint64_t delay_ms) {
   drain_mode old = d->mode;
   d->mode = MODE_BACKOFF;
-  d->until_ms = now_ms() + (int64_t)delay_ms;
+  d->until_mono = mono_ms() + (int64_t)delay_ms;
   log_mode(d, old);
   schedule(d, delay_ms);
 }
@@ -252,7 +309,7 @@ static void blocked(drain *d, int probe, const char *code) {
   uint64_t delay = backoff_probe_delay(&d->rng, iv);
   drain_mode old = d->mode;
   d->mode = MODE_BLOCKED;
-  d->until_ms = now_ms() + (int64_t)delay;
+  d->until_mono = mono_ms() + (int64_t)delay;
   log_mode(d, old);
   schedule(d, delay);
 }
@@ -264,6 +321,12 @@ static void blocked(drain *d, int probe, const char *code) {
  * return it at once. */
 static int64_t retry_clock(const rq_record *rec) {
   return rec->replayed_ms > rec->received_ms ? rec->replayed_ms : rec->received_ms;
+}
+
+/* The same, moved later by the forward clock steps seen since (a clock fix
+ * must not dead-letter the backlog as expired). */
+static int64_t budget_start(const drain *d, int64_t start) {
+  return start + backoff_clock_credit(&d->clk, start);
 }
 
 /* ---- Requests ------------------------------------------------------- */
@@ -380,7 +443,7 @@ static void on_sns_done(void *arg, const sns_result *results, size_t n, const sn
   d->st.requests_total++;
   metrics_publish(sns_outcome_name(overall->outcome), (unsigned)n, duration_s);
 
-  int64_t now = now_ms();
+  int64_t now = clock_now(d);
   if (overall->outcome == SNS_PERMANENT && r->n > 1) {
     for (size_t i = 0; i < r->n; i++) {
       if (r->recs[i]->seq > d->solo_upto) d->solo_upto = r->recs[i]->seq;
@@ -403,7 +466,8 @@ static void on_sns_done(void *arg, const sns_result *results, size_t n, const sn
      * per-entry slots say. */
     const sns_result *res = overall->outcome != SNS_OK || i >= n ? overall : &results[i];
     const rq_record *rec = r->recs[i];
-    backoff_action act = backoff_decide(res->outcome, retry_clock(rec), now, max_age);
+    backoff_action act =
+        backoff_decide(res->outcome, budget_start(d, retry_clock(rec)), now, max_age);
     if (res->outcome != SNS_OK) {
       d->st.failed_total++;
       err_res = res;
@@ -577,7 +641,8 @@ static int send_some(drain *d, int64_t now, unsigned nreq, int probe) {
   int sweep = 0;
   if (probe && d->mode == MODE_BACKOFF && d->sns_down && max_age > 0) {
     rq_stats q;
-    sweep = rq_stat(d->env, &q) == 0 && backoff_expired(q.oldest_ready_ms, now, max_age);
+    sweep = rq_stat(d->env, &q) == 0 &&
+            backoff_expired(budget_start(d, q.oldest_ready_ms), now, max_age);
   }
   size_t want = sweep ? DRAIN_SWEEP_MAX : (size_t)nreq * d->batch;
   rq_record *recs = NULL;
@@ -620,7 +685,7 @@ static int send_some(drain *d, int64_t now, unsigned nreq, int probe) {
   uint64_t limit = d->cfg->max_message_bytes;
   if (limit == 0 || limit > SNS_MAX_REQUEST_BYTES) limit = SNS_MAX_REQUEST_BYTES;
   for (int i = 0; i < n; i++) {
-    if (sweep && backoff_expired(retry_clock(&recs[i]), now, max_age)) {
+    if (sweep && backoff_expired(budget_start(d, retry_clock(&recs[i])), now, max_age)) {
       dead_now(d, &dead, ls, &recs[i], DRAIN_DEAD_EXPIRED, d->down_code, d->down_msg, now);
       continue;
     }
@@ -691,11 +756,12 @@ static uint64_t idle_wait(drain *d, int *empty) {
 
 static void pump(drain *d) {
   if (!d->started || d->closing || d->operator_paused) return;
-  int64_t now = now_ms();
+  int64_t now = clock_now(d);
   if (d->mode != MODE_RUNNING) {
     if (d->probe_inflight) return;
-    if (now < d->until_ms) {
-      schedule(d, (uint64_t)(d->until_ms - now));
+    int64_t mono = mono_ms();
+    if (mono < d->until_mono) {
+      schedule(d, (uint64_t)(d->until_mono - mono));
       return;
     }
     /* One request decides whether SNS is back. */
@@ -715,7 +781,7 @@ static void pump(drain *d) {
     int empty;
     uint64_t wait = idle_wait(d, &empty);
     if (!empty) {
-      d->until_ms = now_ms() + (int64_t)wait;
+      d->until_mono = mono_ms() + (int64_t)wait;
       schedule(d, wait);
       return;
     }
@@ -794,7 +860,7 @@ void drain_resume(drain *d) {
   int was = d->operator_paused;
   d->operator_paused = 0;
   if (was) rlog(LOG_INFO, "drainer resumed by operator", NULL);
-  if (d->mode != MODE_RUNNING) d->until_ms = 0; /* probe now */
+  if (d->mode != MODE_RUNNING) d->until_mono = 0; /* probe now */
   schedule(d, 0);
 }
 
@@ -809,12 +875,12 @@ void drain_get_status(const drain *d, drain_status *out) {
                : d->mode == MODE_BLOCKED ? DRAIN_BLOCKED
                                          : DRAIN_RUNNING;
   out->operator_paused = d->operator_paused;
-  out->backoff_until_ms = d->mode == MODE_RUNNING ? 0 : d->until_ms;
+  out->backoff_until_ms = d->mode == MODE_RUNNING ? 0 : wall_of(d->until_mono);
   out->concurrency = d->aimd.cur;
   out->max_concurrency = d->aimd.max;
   out->inflight_requests = d->inflight_reqs;
   out->inflight_messages = d->leased_msgs;
-  int64_t sec = now_ms() / 1000;
+  int64_t sec = mono_ms() / 1000;
   uint64_t sum = 0;
   for (unsigned i = 0; i < DRAIN_RATE_SLOTS; i++)
     if (d->rate[i].sec > sec - DRAIN_RATE_SLOTS) sum += d->rate[i].n;

@@ -241,3 +241,53 @@ TEST(whole_drainer_backoff_outcomes) {
   CHECK_INT(backoff_whole_drainer(SNS_PERMANENT), ==, 0);
   CHECK_INT(backoff_whole_drainer(SNS_CONFIG), ==, 0);
 }
+
+/* Wall-clock steps (backoff_clock): a forward step is credited to budgets
+ * that started before it, so a clock fix does not age the backlog. */
+TEST(clock_forward_step_is_credited) {
+  const int64_t day = 86400000, T = 1700000000000LL;
+  backoff_clock c = {0};
+  CHECK_INT(backoff_clock_observe(&c, T, 5000), ==, 0);
+  /* Ordinary progress and slewing are not steps. */
+  CHECK_INT(backoff_clock_observe(&c, T + 1000, 6000), ==, 0);
+  CHECK_INT(backoff_clock_observe(&c, T + 2500, 7000), ==, 0); /* +500 ms */
+  CHECK_INT(c.n, ==, 0);
+  /* Event received at T; the clock jumps 2 days ahead. */
+  CHECK_INT(backoff_clock_observe(&c, T + 2 * day + 8000, 8000), ==, 2 * day + 4500);
+  int64_t now = T + 2 * day + 9000;
+  int64_t start = T + backoff_clock_credit(&c, T);
+  CHECK_INT(backoff_expired(T, now, day), ==, 1); /* raw: expired */
+  CHECK_INT(backoff_expired(start, now, day), ==, 0);
+  CHECK_INT(backoff_decide(SNS_RETRY, start, now, day), ==, BACKOFF_RETRY);
+  /* Still expires once it has really failed for a day. */
+  CHECK_INT(backoff_expired(start, now + day, day), ==, 1);
+  /* An event received after the step gets no credit. */
+  CHECK_INT(backoff_clock_credit(&c, T + 2 * day + 8500), ==, 0);
+  CHECK_INT(backoff_clock_credit(&c, 0), ==, 0); /* unknown start */
+  /* A step back is reported, not credited. */
+  CHECK_INT(backoff_clock_observe(&c, T + 10000, 10000), <, 0);
+  CHECK_INT(c.n, ==, 1);
+}
+
+/* More steps than slots: merged so that credit never shrinks for an old
+ * budget (expiry only ever later than the truth, never sooner). */
+TEST(clock_many_steps_merge_safely) {
+  const int64_t T = 1700000000000LL, H = 3600000;
+  backoff_clock c = {0};
+  int64_t wall = T, mono = 0;
+  backoff_clock_observe(&c, wall, mono);
+  int64_t starts[12];
+  for (int i = 0; i < 12; i++) {
+    starts[i] = wall;
+    wall += 1000 + H; /* one hour forward per step */
+    mono += 1000;
+    CHECK_INT(backoff_clock_observe(&c, wall, mono), ==, H);
+  }
+  CHECK_INT(c.n, ==, BACKOFF_CLOCK_MAX_STEPS);
+  /* The oldest budget saw all 12 steps. */
+  CHECK_INT(backoff_clock_credit(&c, starts[0]), ==, 12 * H);
+  for (int i = 0; i < 12; i++) CHECK_INT(backoff_clock_credit(&c, starts[i]), >=, (12 - i) * H);
+  /* The newest saw exactly one. */
+  CHECK_INT(backoff_clock_credit(&c, starts[11]), ==, H);
+  CHECK_INT(backoff_clock_credit(&c, wall), ==, 0);
+}
