@@ -480,11 +480,14 @@ static int key_is(const slice *k, const char *name) {
   /* Keys of interest have no escapes in practice; an escaped spelling is
    * decoded below before comparing. */
   if (k->len == n && memcmp(k->raw, name, n) == 0) return 1;
-  if (!memchr(k->raw, '\\', k->len) || k->len > 64) return 0;
-  char buf[64 * 4 + 1];
+  if (!memchr(k->raw, '\\', k->len)) return 0;
+  /* No bound on the raw length: every character may be escaped (six raw
+   * bytes each). Decoding stops once the key is longer than the name. */
+  char buf[32];
   size_t bl = 0;
   const uint8_t *p = k->raw, *e = k->raw + k->len;
   while (p < e) {
+    if (bl == n || bl == sizeof buf) return 0;
     if (*p != '\\') {
       buf[bl++] = (char)*p++;
       continue;

@@ -686,6 +686,86 @@ TEST(string_unterminated_at_buffer_end) {
   }
 }
 
+/* Found with tests/fuzz/fuzz_json.c: a key spelled with \u escapes is the
+ * same key (RFC 8259 compares decoded names), however many characters are
+ * escaped. "channel_type" with 11 or 12 of its characters escaped is 67 or
+ * 72 raw bytes, and the scanner ignored escaped keys longer than 64, so the
+ * field was lost (json-c reads it). */
+static size_t escape_all(const char *name, size_t escaped, char *out) {
+  size_t n = 0, len = strlen(name);
+  for (size_t i = 0; i < len; i++) {
+    if (i < escaped) n += (size_t)snprintf(out + n, 8, "\\u%04x", (unsigned char)name[i]);
+    else out[n++] = name[i];
+  }
+  out[n] = 0;
+  return n;
+}
+
+TEST(parse_event_fully_escaped_keys) {
+  static const char *const names[] = {"type", "cid", "channel_type", "channel_id", "user_id"};
+  for (size_t k = 0; k < sizeof names / sizeof *names; k++) {
+    size_t len = strlen(names[k]);
+    for (size_t esc = 0; esc <= len; esc++) {
+      char key[128], body[512];
+      escape_all(names[k], esc, key);
+      int bl = snprintf(body, sizeof body, "{\"type\":\"t\",\"%s\":\"v%zu\"}", key, esc);
+      ingest_fields f;
+      CHECK_INT(ingest_parse_event((const uint8_t *)body, (size_t)bl, &f), ==, 0);
+      const char *got = k == 0 ? f.type : k == 1 ? f.cid : k == 2 ? f.channel_type
+                        : k == 3 ? f.channel_id : f.user_id;
+      char want[32];
+      snprintf(want, sizeof want, "v%zu", esc);
+      if (!got || strcmp(got, want) != 0)
+        tl_fail(__FILE__, __LINE__, "%s with %zu escaped characters: got %s", names[k], esc,
+                got ? got : "(absent)");
+      ingest_fields_free(&f);
+    }
+  }
+  /* user.id: both keys escaped completely */
+  const char *b = "{\"type\":\"t\",\"\\u0075\\u0073\\u0065\\u0072\":{\"\\u0069\\u0064\":\"u\"}}";
+  ingest_fields f;
+  CHECK_INT(ingest_parse_event((const uint8_t *)b, strlen(b), &f), ==, 0);
+  CHECK(f.user_id && strcmp(f.user_id, "u") == 0);
+  ingest_fields_free(&f);
+  /* an escaped key that only starts like a name is not that name */
+  b = "{\"type\":\"t\",\"\\u0063\\u0069\\u0064\\u0063\\u0069\\u0064\\u0063\\u0069\\u0064"
+      "\\u0063\\u0069\\u0064\\u0063\\u0069\\u0064\":\"x\"}";
+  CHECK_INT(ingest_parse_event((const uint8_t *)b, strlen(b), &f), ==, 0);
+  CHECK(f.cid == NULL);
+  ingest_fields_free(&f);
+}
+
+/* Surrogate escapes, pinned byte for byte where json-c 0.16 cannot be the
+ * reference: it decodes the pairs of U+xD800..U+xDFFF (any supplementary
+ * plane) as U+FFFD, so tests/fuzz/fuzz_json.c skips the field comparison
+ * for them. A lone surrogate is allowed by RFC 8259's grammar (section
+ * 8.2) and becomes U+FFFD, as in json-c: an SNS attribute must be valid
+ * Unicode. */
+TEST(parse_event_surrogate_escapes) {
+  static const struct {
+    const char *esc, *utf8;
+  } cases[] = {
+      {"\\ud836\\ude00", "\xf0\x9d\xa8\x80"},          /* U+1DA00 */
+      {"\\ud836\\udc00", "\xf0\x9d\xa0\x80"},          /* U+1D800 */
+      {"\\udbf7\\udfff", "\xf4\x8d\xbf\xbf"},          /* U+10DFFF */
+      {"\\ud83d\\ude00", "\xf0\x9f\x98\x80"},          /* U+1F600 */
+      {"\\udbff\\udfff", "\xf4\x8f\xbf\xbf"},          /* U+10FFFF */
+      {"\\ud800", "\xef\xbf\xbd"},                     /* lone high */
+      {"\\udc00", "\xef\xbf\xbd"},                     /* lone low */
+      {"\\ud800\\u0041", "\xef\xbf\xbd" "A"},          /* high, then no low */
+      {"\\ud800\\ud800\\udc00", "\xef\xbf\xbd\xf0\x90\x80\x80"},
+      {"\\udc00\\ud800", "\xef\xbf\xbd\xef\xbf\xbd"},  /* the wrong order */
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    char body[128];
+    int bl = snprintf(body, sizeof body, "{\"type\":\"%s\"}", cases[i].esc);
+    ingest_fields f;
+    CHECK_INT(ingest_parse_event((const uint8_t *)body, (size_t)bl, &f), ==, 0);
+    CHECK_MEM(f.type, strlen(f.type), cases[i].utf8, strlen(cases[i].utf8));
+    ingest_fields_free(&f);
+  }
+}
+
 TEST(signature_rules) {
   relay_config cfg;
   memset(&cfg, 0, sizeof cfg);
