@@ -1299,7 +1299,8 @@ int rq_lease(rq_env *env, int64_t now_ms, size_t max, unsigned flags, rq_record 
     /* Heads wait in the index by their stored due time; after a step back
      * some are due by rq_due_at: rebuild (placement applies it). Smaller
      * steps change no due time worth a rebuild, which holds mu. */
-    if (now_ms < env->fifo_now - RQ_CLOCK_STEP_MS) rq_fifo_drop(env);
+    if (env->fifo_now != INT64_MIN && now_ms < env->fifo_now - RQ_CLOCK_STEP_MS)
+      rq_fifo_drop(env);
     env->fifo_now = env->fifo ? (now_ms > env->fifo_now ? now_ms : env->fifo_now) : now_ms;
     rc = rq_fifo_lease(env, txn, now_ms, fifo_take, &c, max);
   } else {
