@@ -36,3 +36,24 @@ function(relay_fuzz_target)
     set_tests_properties(fuzz_corpus.${F_NAME} PROPERTIES LABELS "unit;fuzz" TIMEOUT 120)
   endif()
 endfunction()
+
+# A fuzz target over ingest.c: it is one object with the request path, so
+# the HTTP server, the committer and the queue link in too.
+function(relay_ingest_fuzz_target name)
+  relay_fuzz_target(NAME ${name}
+    SOURCES ${PROJECT_SOURCE_DIR}/tests/fuzz/fuzz_${name}.c
+            ${PROJECT_SOURCE_DIR}/relay/http_server.c ${PROJECT_SOURCE_DIR}/relay/ingest.c
+            ${PROJECT_SOURCE_DIR}/relay/commit.c ${PROJECT_SOURCE_DIR}/relay/config.c
+            ${PROJECT_SOURCE_DIR}/relay/log.c
+            ${PROJECT_SOURCE_DIR}/queue/rq.c ${PROJECT_SOURCE_DIR}/queue/rq_codec.c
+            ${PROJECT_SOURCE_DIR}/queue/rq_dlq.c ${PROJECT_SOURCE_DIR}/queue/rq_dedup.c
+            ${PROJECT_SOURCE_DIR}/queue/rq_fifo.c
+    LIBS PkgConfig::UV PkgConfig::CRYPTO PkgConfig::ZLIB PkgConfig::JSONC PkgConfig::LMDB
+         PkgConfig::MSGPACK ${HTTP_PARSER_LIB} Threads::Threads)
+  foreach(t fuzz_${name} fuzzreplay_${name})
+    if(TARGET ${t})
+      target_include_directories(${t} PRIVATE ${PROJECT_SOURCE_DIR}/relay
+                                 ${PROJECT_SOURCE_DIR}/queue ${HTTP_PARSER_INCLUDE})
+    endif()
+  endforeach()
+endfunction()
