@@ -375,29 +375,25 @@ static int begin_shared(rq_env *env, unsigned flags, MDB_txn **txn, uint64_t *se
   return rc;
 }
 
-int rq_read_begin(rq_env *env, MDB_txn **txn) {
+/* begin_shared(), reopening the environment first if LMDB declared it
+ * unusable. A caller holding env->mu passes it as `held`: env_reopen() must
+ * not wait under it (a committer holds open_lk and then takes env->mu), so
+ * it is dropped around the reopen. Returns an LMDB code. */
+static int begin_reopening(rq_env *env, unsigned flags, MDB_txn **txn, pthread_mutex_t *held) {
   uint64_t seen;
-  int rc = begin_shared(env, MDB_RDONLY, txn, &seen);
+  int rc = begin_shared(env, flags, txn, &seen);
   if (rc == MDB_PANIC && !env->readonly) {
+    if (held) pthread_mutex_unlock(held);
     env_reopen(env, seen);
-    rc = begin_shared(env, MDB_RDONLY, txn, &seen);
-  }
-  return rc ? rq_mdb_err(rc) : 0;
-}
-
-/* rq_read_begin() for callers holding env->mu, which env_reopen() must not
- * wait under (a committer holds open_lk and then takes env->mu): the mutex
- * is dropped around the reopen. Returns an LMDB code. */
-static int read_begin_mu(rq_env *env, MDB_txn **txn) {
-  uint64_t seen;
-  int rc = begin_shared(env, MDB_RDONLY, txn, &seen);
-  if (rc == MDB_PANIC && !env->readonly) {
-    pthread_mutex_unlock(&env->mu);
-    env_reopen(env, seen);
-    pthread_mutex_lock(&env->mu);
-    rc = begin_shared(env, MDB_RDONLY, txn, &seen);
+    if (held) pthread_mutex_lock(held);
+    rc = begin_shared(env, flags, txn, &seen);
   }
   return rc;
+}
+
+int rq_read_begin(rq_env *env, MDB_txn **txn) {
+  int rc = begin_reopening(env, MDB_RDONLY, txn, NULL);
+  return rc ? rq_mdb_err(rc) : 0;
 }
 
 void rq_read_end(rq_env *env, MDB_txn *txn) {
@@ -633,12 +629,7 @@ static int txn_begin(rq_env *env, rq_txn **out, bool prune) {
   *out = NULL;
   if (env->readonly) return RQ_READONLY;
   MDB_txn *txn;
-  uint64_t seen;
-  int rc = begin_shared(env, 0, &txn, &seen);
-  if (rc == MDB_PANIC) {
-    env_reopen(env, seen);
-    rc = begin_shared(env, 0, &txn, &seen);
-  }
+  int rc = begin_reopening(env, 0, &txn, NULL);
   if (rc) return rq_mdb_err(rc);
   /* From here on we hold open_lk (shared, until txn_end) and LMDB's writer
    * lock, which also guards env->spare. */
@@ -1289,7 +1280,7 @@ int rq_lease(rq_env *env, int64_t now_ms, size_t max, unsigned flags, rq_record 
    * mdb_txn_commit) cannot make us lease a record it just removed. */
   pthread_mutex_lock(&env->mu);
   MDB_txn *txn;
-  int rc = read_begin_mu(env, &txn);
+  int rc = begin_reopening(env, MDB_RDONLY, &txn, &env->mu);
   if (rc) {
     pthread_mutex_unlock(&env->mu);
     return rq_mdb_err(rc);
@@ -1349,7 +1340,7 @@ int64_t rq_next_due_ms_flags(rq_env *env, unsigned flags) {
   int64_t next = INT64_MAX;
   pthread_mutex_lock(&env->mu);
   MDB_txn *txn;
-  int rc = read_begin_mu(env, &txn);
+  int rc = begin_reopening(env, MDB_RDONLY, &txn, &env->mu);
   if (rc == 0) {
     if (flags & RQ_LEASE_FIFO) {
       next = rq_fifo_next_due(env, txn);
