@@ -50,7 +50,7 @@ struct admin {
   rq_env *env;
   drain *drain;
   char blocked_reason[512]; /* while drain is NULL */
-  char blocked_code[48];    /* its AWS-style code; "" = NoCredentials */
+  char blocked_code[48];    /* its AWS-style code (NoCredentials unless set) */
   /* Monotonic ms of the last failed ingest commit (0: none since the last
    * stored event); /readyz is 503 for commit_fail_hold_ms after it. */
   _Atomic int64_t commit_failed_ms;
@@ -77,6 +77,16 @@ static int64_t mono_ms(void) {
 static int commit_failing(admin *a) {
   int64_t t = atomic_load(&a->commit_failed_ms);
   return t != 0 && mono_ms() - t < (int64_t)a->commit_fail_hold_ms;
+}
+
+/* Why /readyz (and relay_ready) says not ready, given the watermark check's
+ * result `over`; NULL when ready. */
+static const char *not_ready_reason(admin *a, int over) {
+  if (atomic_load(&a->stopping)) return "shutting down";
+  if (over > 0) return "queue at its high watermark";
+  if (over < 0) return rq_strerror(over);
+  if (commit_failing(a)) return "commits are failing (disk full or I/O error)";
+  return NULL;
 }
 
 static int64_t now_ms(void) {
@@ -293,11 +303,10 @@ static void drainer_json(admin *a, json_object *o) {
      * what "blocked" means to an operator. */
     json_object_object_add(o, "drainer", json_object_new_string("blocked"));
     if (a->blocked_reason[0]) {
-      const char *code = a->blocked_code[0] ? a->blocked_code : "NoCredentials";
       char buf[600];
-      snprintf(buf, sizeof buf, "%s: %s", code, a->blocked_reason);
+      snprintf(buf, sizeof buf, "%s: %s", a->blocked_code, a->blocked_reason);
       json_object_object_add(o, "last_error", json_object_new_string(buf));
-      admin_json_str(o, "last_error_code", code);
+      admin_json_str(o, "last_error_code", a->blocked_code);
     } else {
       json_object_object_add(o, "last_error", NULL);
     }
@@ -354,7 +363,7 @@ static void answer_metrics(job *j) {
     s.map_used = j->st.map_used;
     s.map_size = j->st.map_size;
   }
-  s.ready = j->rc == 0 && j->over == 0 && !commit_failing(a) && !atomic_load(&a->stopping);
+  s.ready = j->rc == 0 && !not_ready_reason(a, j->over);
   drain_status ds;
   if (a->drain) {
     drain_get_status(a->drain, &ds);
@@ -647,7 +656,7 @@ static void test_sns_done(void *arg, int err, const sns_result *res) {
  * not start): say why, with the code stats shows, since test-sns is what
  * an operator runs to find out. */
 static void reply_not_publishing(admin *a, http_request *req, int test_sns) {
-  const char *code = a->blocked_code[0] ? a->blocked_code : "NoCredentials";
+  const char *code = a->blocked_code;
   char buf[700];
   if (a->blocked_reason[0])
     snprintf(buf, sizeof buf, "publishing is not running: %s: %s", code, a->blocked_reason);
@@ -694,20 +703,13 @@ static void on_request(http_request *req, void *arg) {
       reply_error(req, 405, "method not allowed");
       return;
     }
-    int over = rq_over_watermark(a->env);
-    int failing = commit_failing(a);
-    int stopping = atomic_load(&a->stopping);
-    if (over == 0 && !failing && !stopping)
+    const char *why = not_ready_reason(a, rq_over_watermark(a->env));
+    if (!why)
       http_respond(req, 200, "application/json", NULL, "{\"ready\":true}\n", 15);
     else {
       json_object *o = json_object_new_object();
       json_object_object_add(o, "ready", json_object_new_boolean(0));
-      json_object_object_add(
-          o, "error",
-          json_object_new_string(stopping   ? "shutting down"
-                                 : over > 0 ? "queue at its high watermark"
-                                 : over < 0 ? rq_strerror(over)
-                                            : "commits are failing (disk full or I/O error)"));
+      json_object_object_add(o, "error", json_object_new_string(why));
       reply_json(req, 503, o);
     }
     return;
@@ -878,7 +880,7 @@ void admin_set_blocked_reason(admin *a, const char *reason) {
 }
 
 void admin_set_blocked(admin *a, const char *code, const char *reason) {
-  snprintf(a->blocked_code, sizeof a->blocked_code, "%s", code ? code : "");
+  snprintf(a->blocked_code, sizeof a->blocked_code, "%s", code && *code ? code : "NoCredentials");
   snprintf(a->blocked_reason, sizeof a->blocked_reason, "%s", reason ? reason : "");
 }
 
