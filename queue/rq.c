@@ -895,11 +895,13 @@ static int append_common(rq_txn *t, const rq_record *rec, uint64_t *seq, int64_t
 }
 
 /* What every append does after its record is stored, wherever it went:
- * remember the webhook id, take the seq, count it. */
-static int append_finish(rq_txn *t, const rq_record *rec, uint64_t seq, int64_t now,
+ * remember the webhook id (held by the record while it is ready, else
+ * logged at once), take the seq, count it. */
+static int append_finish(rq_txn *t, const rq_record *rec, uint64_t seq, int64_t now, bool ready,
                          uint64_t *seq_out) {
   int rc;
-  if (rec->webhook_id && *rec->webhook_id && (rc = rq_dedup_record(t, rec->webhook_id, now)))
+  if (rec->webhook_id && *rec->webhook_id &&
+      (rc = rq_dedup_record(t, rec->webhook_id, now, ready ? seq : 0)))
     return rc;
   t->c.next_seq++;
   t->c.appended++;
@@ -916,6 +918,8 @@ int rq_txn_append(rq_txn *t, const rq_record *rec, uint64_t *seq_out) {
   rq_view v;
   rq_view_from_record(&v, rec);
   rq_view_set_num(&v, RQ_F_SEQ, (int64_t)seq);
+  /* The dedup clock: the time the record's id is remembered from. */
+  rq_view_set_num(&v, RQ_F_RECEIVED, now);
   /* A record enters the queue fresh: retry and DLQ state belong to the
    * queue, not to the caller. */
   rq_view_clear(&v, RQ_F_ATTEMPTS);
@@ -930,7 +934,7 @@ int rq_txn_append(rq_txn *t, const rq_record *rec, uint64_t *seq_out) {
   rq_view_clear(&v, RQ_F_REPLAYED);
   /* Seqs only grow, so MDB_APPEND: no search, pages filled completely. */
   if ((rc = rq_ready_put(t, seq, &v))) return rc;
-  if ((rc = append_finish(t, rec, seq, now, seq_out))) return rc;
+  if ((rc = append_finish(t, rec, seq, now, true, seq_out))) return rc;
   t->c.ready_count++;
   t->c.ready_bytes += rec->body_len;
   return 0;
@@ -945,12 +949,13 @@ int rq_txn_append_dead(rq_txn *t, const rq_record *rec, const char *reason, cons
   rq_view v;
   rq_view_from_record(&v, rec);
   rq_view_set_num(&v, RQ_F_SEQ, (int64_t)seq);
+  rq_view_set_num(&v, RQ_F_RECEIVED, now);
   rq_view_set_str(&v, RQ_F_DLQ_REASON, reason, reason ? strlen(reason) : 0);
   rq_view_set_str(&v, RQ_F_DLQ_CODE, code, code ? strlen(code) : 0);
   rq_view_set_str(&v, RQ_F_DLQ_MESSAGE, message, message ? strlen(message) : 0);
   rq_view_set_num(&v, RQ_F_DLQ_TIME, rq_now_ms());
   if ((rc = rq_txn_put_view(t, t->env->db_dlq, seq, &v, MDB_APPEND, false))) return rc;
-  if ((rc = append_finish(t, rec, seq, now, seq_out))) return rc;
+  if ((rc = append_finish(t, rec, seq, now, false, seq_out))) return rc;
   t->c.dead++;
   t->c.dlq_count++;
   t->c.dlq_bytes += rec->body_len;
@@ -1013,7 +1018,12 @@ int rq_txn_ack(rq_txn *t, uint64_t seq) {
   if (rc == MDB_NOTFOUND) return RQ_NOTFOUND;
   if (rc) return rq_txn_fail(t, rq_mdb_err(rc));
   rq_view v;
-  size_t body = rq_ready_view(t->txn, t->env, seq, &val, &v) == 0 ? v.len[RQ_F_BODY] : val.mv_size;
+  size_t body = val.mv_size;
+  if (rq_ready_view(t->txn, t->env, seq, &val, &v) == 0) {
+    body = v.len[RQ_F_BODY];
+    /* The log takes over the id from the record (rq_dedup.c). */
+    if ((rc = rq_dedup_leave(t, seq, &v))) return rc;
+  }
   if ((rc = rq_ready_del(t, seq))) return rc;
   t->c.acked++;
   sub_sat(&t->c.ready_count, 1);
@@ -1051,6 +1061,8 @@ int rq_txn_dead(rq_txn *t, uint64_t seq, int64_t now_ms, const char *reason, con
   if ((rc = load_ready(t->txn, t->env, seq, &v)))
     return rc == RQ_NOTFOUND ? rc : rq_txn_fail(t, rc);
   size_t body = v.len[RQ_F_BODY];
+  /* The log takes over the id from the record (rq_dedup.c). */
+  if ((rc = rq_dedup_leave(t, seq, &v))) return rc;
   rq_view_set_num(&v, RQ_F_ATTEMPTS, v.num[RQ_F_ATTEMPTS] + 1);
   if (!v.num[RQ_F_FIRST_ATTEMPT]) rq_view_set_num(&v, RQ_F_FIRST_ATTEMPT, now_ms);
   rq_view_set_num(&v, RQ_F_LAST_ATTEMPT, now_ms);

@@ -147,6 +147,9 @@ typedef struct {
 
 /* Opens (creating if needed, unless read-only) the environment in directory
  * `dir`, which must exist. Clears stale reader slots of dead processes.
+ * A writable open reads every ready record's header to rebuild the dedup
+ * table: for a backlog of 500,000 records, about 0.3 s with the file in the
+ * page cache.
  * Errors: -ENOENT (no dir, or read-only and no queue there), -EACCES,
  * RQ_VERSION, -EAGAIN (another relayd holds the writer lock: a second
  * writer process refuses to start), others from LMDB as -errno. */
@@ -165,7 +168,8 @@ int rq_txn_begin(rq_env *env, rq_txn **out);
 /* Appends `rec` (seq is assigned and written to *seq_out when non-NULL).
  * If rec->webhook_id is set and was seen within the dedup window (in this
  * batch too), nothing is stored and RQ_DUPLICATE is returned; the batch
- * stays usable. The dedup clock is rec->received_ms (0: the wall clock).
+ * stays usable. The dedup clock is rec->received_ms (0: the wall clock,
+ * which is then stored as the record's received_ms).
  * The caller's retry/DLQ fields are ignored: a record enters fresh.
  * Errors: RQ_MAP_FULL (append cap reached: this record refused, batch
  * usable; or LMDB full: batch poisoned, see rq_txn_status()), RQ_TOO_BIG
@@ -269,6 +273,8 @@ typedef struct {
   uint64_t appended_total, acked_total, dead_lettered_total; /* across restarts */
   uint64_t duplicates_total;
   uint64_t map_used, map_size;      /* bytes in live pages / configured map */
+  /* Sightings in the dedup log: ids of records that left `ready` inside
+   * the window (a ready record holds its own id). */
   uint64_t dedup_entries;
 } rq_stats;
 

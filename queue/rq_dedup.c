@@ -1,20 +1,29 @@
 /* rq: the webhook-id dedup index.
  *
- * On disk it is a log: `dedup_time`, keyed by seen time (u64 BE) + id, in
- * time order. Appends land on its right edge and expiry deletes from its
- * left edge, so a batch writes one or two of its leaves. An index keyed by
- * id put every new id on a random leaf: with random ids (Stream's are
- * UUIDs) a batch of 25 events wrote about 30 more pages than without it,
- * which made commits 60 % longer.
+ * A sighting of an id (seen time, id) is kept on disk by one of two things:
+ * - the ready record that carries the id, while it is in `ready`;
+ * - an entry in the log, `dedup_time`, keyed by seen time (u64 BE) + id.
+ * The log gets the entry when the record leaves `ready` (ack, dead-letter),
+ * in the same transaction, so some holder is always committed. An append
+ * therefore writes nothing for dedup: a log keyed by time still put one or
+ * two more pages into every commit, a quarter of what a one-record batch
+ * writes. The drainer's acks come in batches, so there the log's pages are
+ * shared by many entries. The log is in time order: entries land on its
+ * right edge and expiry deletes from its left edge. (An index keyed by id
+ * put every new, random id on a random leaf: about one more page per event.)
  *
- * Look-ups by id use a table in memory (64-bit hash of the id -> seen time),
- * built from the log when a writable environment opens and kept in step by
- * the writer. The table only proposes: a hit is confirmed by finding the
- * exact (time, id) key in the log inside the caller's transaction, so an
- * entry of an aborted batch, or two ids sharing a hash, never makes a new
- * event a duplicate (a shared hash can at worst miss a duplicate, which
- * at-least-once delivery allows; losing an event it would not). Memory: about
- * 16 bytes per id in the window, at most twice that with the table's slack.
+ * Look-ups by id use a table in memory (64-bit hash of the id -> seen time
+ * and the seq of the ready record holding the sighting, 0 when the log
+ * holds it), built from the log and the ready records when a writable
+ * environment opens and kept in step by the writer. The table only
+ * proposes: a hit is confirmed by the exact (time, id) key in the log or by
+ * the id in the ready record, inside the caller's transaction, so an entry
+ * of an aborted batch, or two ids sharing a hash, never makes a new event a
+ * duplicate (a shared hash can at worst miss a duplicate, which
+ * at-least-once delivery allows; losing an event it would not). Sightings
+ * held by ready records also sit in a ring in append order, from which they
+ * expire. Memory: about 24 bytes per id in the window in the ring and up to
+ * twice that in the table with its slack.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -28,8 +37,7 @@
 
 /* Key bytes of an id: the id itself, or for very long ids a prefix plus a
  * 64-bit FNV-1a hash of the whole id. */
-static size_t id_key(const char *id, uint8_t *buf) {
-  size_t n = strlen(id);
+static size_t id_key(const void *id, size_t n, uint8_t *buf) {
   if (n <= DEDUP_KEY_MAX) {
     memcpy(buf, id, n);
     return n;
@@ -74,17 +82,17 @@ static size_t probe(const rq_dedup_slot *t, size_t cap, uint64_t h) {
   return i;
 }
 
-static void insert_new(rq_dedup_table *d, uint64_t h, int64_t t) {
-  size_t i = probe(d->slots, d->cap, h);
+static void insert_new(rq_dedup_table *d, rq_dedup_slot e) {
+  size_t i = probe(d->slots, d->cap, e.h);
   if (d->slots[i].h == SLOT_EMPTY) d->n++;
-  d->slots[i] = (rq_dedup_slot){h, t};
+  d->slots[i] = e;
 }
 
 static void migrate(rq_dedup_table *d, size_t count) {
   while (d->old && count--) {
     rq_dedup_slot *s = &d->old[d->mig];
     if (live(s->h)) {
-      insert_new(d, s->h, s->t);
+      insert_new(d, *s);
       s->h = SLOT_TOMB;
       d->old_n--;
     }
@@ -96,7 +104,7 @@ static void migrate(rq_dedup_table *d, size_t count) {
   }
 }
 
-static int table_put(rq_dedup_table *d, uint64_t h, int64_t t) {
+static int table_put(rq_dedup_table *d, uint64_t h, int64_t t, uint64_t seq) {
   if (d->old) { /* the id may still be in old: it moves with this update */
     size_t i = probe(d->old, d->old_cap, h);
     if (d->old[i].h == h) {
@@ -115,23 +123,23 @@ static int table_put(rq_dedup_table *d, uint64_t h, int64_t t) {
     d->cap = ncap;
     d->n = 0;
   }
-  insert_new(d, h, t);
+  insert_new(d, (rq_dedup_slot){h, t, seq});
   migrate(d, MIGRATE_PER_PUT);
   return 0;
 }
 
-static bool table_get(const rq_dedup_table *d, uint64_t h, int64_t *t) {
+static bool table_get(const rq_dedup_table *d, uint64_t h, rq_dedup_slot *out) {
   if (d->cap) {
     size_t i = probe(d->slots, d->cap, h);
     if (d->slots[i].h == h) {
-      *t = d->slots[i].t;
+      *out = d->slots[i];
       return true;
     }
   }
   if (d->old) {
     size_t i = probe(d->old, d->old_cap, h);
     if (d->old[i].h == h) {
-      *t = d->old[i].t;
+      *out = d->old[i];
       return true;
     }
   }
@@ -166,10 +174,76 @@ static void table_del_if(rq_dedup_table *d, uint64_t h, int64_t t) {
   d->n--;
 }
 
+/* ---- sightings held by ready records (the ring); callers hold dmu ------- */
+
+static int pend_push(rq_dedup_table *d, rq_dedup_slot e) {
+  if (d->pend_n == d->pend_cap) {
+    size_t ncap = d->pend_cap ? d->pend_cap * 2 : 1024;
+    rq_dedup_slot *nv = realloc(d->pend, ncap * sizeof *nv);
+    if (!nv) return -ENOMEM;
+    /* The ring is full: its wrapped part (0 .. head-1) moves up behind the
+     * rest, to the new space. */
+    memcpy(nv + d->pend_cap, nv, d->pend_head * sizeof *nv);
+    d->pend = nv;
+    d->pend_cap = ncap;
+  }
+  d->pend[(d->pend_head + d->pend_n) % d->pend_cap] = e;
+  d->pend_n++;
+  if (e.t > d->pend_max) d->pend_max = e.t;
+  return 0;
+}
+
+/* Sightings stamped while the clock was ahead (see rekey_future) start a
+ * new window at `now`: a pass over the ring, only after such a clock step
+ * (pend_max tells). They keep their place in the ring. */
+static int pend_rekey_future(rq_dedup_table *d, int64_t now, int64_t slack) {
+  if (d->pend_max <= now + slack) return 0;
+  int64_t max = now;
+  for (size_t i = 0; i < d->pend_n; i++) {
+    rq_dedup_slot *e = &d->pend[(d->pend_head + i) % d->pend_cap], cur;
+    if (e->t > now + slack) {
+      if (table_get(d, e->h, &cur) && cur.t == e->t && cur.seq == e->seq) {
+        int rc = table_put(d, e->h, now, e->seq);
+        if (rc) return rc;
+      }
+      e->t = now;
+    }
+    if (e->t > max) max = e->t;
+  }
+  d->pend_max = max;
+  return 0;
+}
+
+/* Takes up to `budget` expired sightings off the head of the ring, and
+ * out of the table unless a later sighting of the id replaced them. The
+ * ring is in append order, which is time order unless callers stamp
+ * records out of order or the clock steps: then an expired sighting may
+ * wait behind a later one, costing memory for a while but never a wrong
+ * answer (a look-up checks the time). */
+static int pend_prune(rq_dedup_table *d, int64_t cutoff, int64_t now, int64_t slack,
+                      uint64_t budget) {
+  int rc = pend_rekey_future(d, now, slack);
+  for (; !rc && d->pend_n && budget && d->pend[d->pend_head].t < cutoff; budget--) {
+    rq_dedup_slot e = d->pend[d->pend_head];
+    d->pend_head = (d->pend_head + 1) % d->pend_cap;
+    d->pend_n--;
+    table_del_if(d, e.h, e.t);
+  }
+  return rc;
+}
+
 /* ---- the log ------------------------------------------------------------ */
 
+/* Slack for sightings ahead of the clock; see rekey_future. */
+static int64_t future_slack(const rq_env *env) {
+  return env->dedup_window_ms > DEDUP_FUTURE_MIN ? env->dedup_window_ms : DEDUP_FUTURE_MIN;
+}
+
+/* The table from the log's entries inside the window, then from the ready
+ * records' ids (a ready record's sighting wins over an older log entry). */
 int rq_dedup_load(rq_env *env, MDB_txn *txn) {
   int64_t cutoff = rq_now_ms() - env->dedup_window_ms;
+  rq_dedup_table *d = &env->dedup;
   MDB_cursor *c;
   int rc = mdb_cursor_open(txn, env->db_dedup_time, &c);
   if (rc) return rq_mdb_err(rc);
@@ -180,53 +254,117 @@ int rq_dedup_load(rq_env *env, MDB_txn *txn) {
   for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0;
        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
     if (k.mv_size < 8) continue;
-    int r2 = table_put(&env->dedup, id_hash((const uint8_t *)k.mv_data + 8, k.mv_size - 8),
-                       (int64_t)rq_get_be64(k.mv_data));
+    int r2 = table_put(d, id_hash((const uint8_t *)k.mv_data + 8, k.mv_size - 8),
+                       (int64_t)rq_get_be64(k.mv_data), 0);
     if (r2) {
       rc = r2;
       break;
     }
   }
-  pthread_mutex_unlock(&env->dmu);
   mdb_cursor_close(c);
-  if (rc == MDB_NOTFOUND) return 0;
-  return rc < 0 ? rc : rq_mdb_err(rc);
+  if (rc == MDB_NOTFOUND && (rc = mdb_cursor_open(txn, env->db_ready, &c)) == 0) {
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+      rq_view rv;
+      if (k.mv_size != 8 || rq_ready_header(&v, rq_get_be64(k.mv_data), &rv)) continue;
+      size_t n = rv.len[RQ_F_WEBHOOK_ID];
+      int64_t t = rv.num[RQ_F_RECEIVED];
+      if (!rq_view_has(&rv, RQ_F_WEBHOOK_ID) || !n || t < cutoff) continue;
+      uint8_t kb[DEDUP_KEY_MAX];
+      uint64_t h = id_hash(kb, id_key(rv.ptr[RQ_F_WEBHOOK_ID], n, kb));
+      rq_dedup_slot e = {h, t, (uint64_t)rv.num[RQ_F_SEQ]}, cur;
+      int r2 = 0;
+      if (!table_get(d, h, &cur) || cur.t <= t) r2 = table_put(d, h, t, e.seq);
+      if (!r2) r2 = pend_push(d, e);
+      if (r2) {
+        rc = r2;
+        break;
+      }
+    }
+    mdb_cursor_close(c);
+  }
+  if (rc == MDB_NOTFOUND)
+    rc = pend_rekey_future(d, cutoff + env->dedup_window_ms, future_slack(env));
+  pthread_mutex_unlock(&env->dmu);
+  if (rc == MDB_NOTFOUND || rc == 0) return 0;
+  return rc == -ENOMEM ? rc : rq_mdb_err(rc);
 }
 
 void rq_dedup_free(rq_env *env) {
   free(env->dedup.slots);
   free(env->dedup.old);
+  free(env->dedup.pend);
   env->dedup = (rq_dedup_table){0};
+}
+
+/* Is the ready record `seq` (as seen from txn) the one carrying id? */
+static int ready_holds(rq_env *env, MDB_txn *txn, uint64_t seq, const char *id, size_t n) {
+  uint8_t kb[8];
+  rq_put_be64(kb, seq);
+  MDB_val k = {8, kb}, v;
+  int rc = mdb_get(txn, env->db_ready, &k, &v);
+  if (rc == MDB_NOTFOUND) return 0; /* left (then the log holds it) or never committed */
+  if (rc) return rq_mdb_err(rc);
+  rq_view rv;
+  if (rq_ready_header(&v, seq, &rv) || !rq_view_has(&rv, RQ_F_WEBHOOK_ID)) return 0;
+  return rv.len[RQ_F_WEBHOOK_ID] == n && memcmp(rv.ptr[RQ_F_WEBHOOK_ID], id, n) == 0;
 }
 
 int rq_dedup_check(rq_env *env, MDB_txn *txn, const char *id, int64_t now_ms) {
   if (env->readonly) return RQ_READONLY; /* the table is the writer's */
   uint8_t kb[8 + DEDUP_KEY_MAX];
-  size_t kn = id_key(id, kb + 8);
-  int64_t seen = 0;
+  size_t n = strlen(id), kn = id_key(id, n, kb + 8);
+  rq_dedup_slot e;
   pthread_mutex_lock(&env->dmu);
-  bool hit = table_get(&env->dedup, id_hash(kb + 8, kn), &seen);
+  bool hit = table_get(&env->dedup, id_hash(kb + 8, kn), &e);
   pthread_mutex_unlock(&env->dmu);
-  if (!hit || now_ms - seen >= env->dedup_window_ms) return 0;
-  rq_put_be64(kb, (uint64_t)seen);
+  if (!hit || now_ms - e.t >= env->dedup_window_ms) return 0;
+  rq_put_be64(kb, (uint64_t)e.t);
   MDB_val k = {8 + kn, kb}, v;
   int rc = mdb_get(txn, env->db_dedup_time, &k, &v);
-  if (rc == MDB_NOTFOUND) return 0; /* not committed, or another id's hash */
-  return rc ? rq_mdb_err(rc) : 1;
+  if (rc == 0) return 1;
+  if (rc != MDB_NOTFOUND) return rq_mdb_err(rc);
+  /* Not in the log: held by its ready record, or not committed, or another
+   * id's hash. */
+  return e.seq ? ready_holds(env, txn, e.seq, id, n) : 0;
 }
 
-int rq_dedup_record(rq_txn *t, const char *id, int64_t now_ms) {
+/* Logs the sighting (seen, id): kb holds the id's key bytes from kb + 8. */
+static int log_put(rq_txn *t, uint8_t *kb, size_t kn, int64_t seen) {
+  rq_put_be64(kb, (uint64_t)seen);
+  MDB_val k = {8 + kn, kb}, empty = {0, ""};
+  int rc = mdb_put(t->txn, t->env->db_dedup_time, &k, &empty, 0);
+  return rc ? rq_txn_fail(t, rq_mdb_err(rc)) : 0;
+}
+
+int rq_dedup_record(rq_txn *t, const char *id, int64_t now_ms, uint64_t seq) {
   rq_env *env = t->env;
   uint8_t kb[8 + DEDUP_KEY_MAX];
-  size_t kn = id_key(id, kb + 8);
-  rq_put_be64(kb, (uint64_t)now_ms);
-  MDB_val k = {8 + kn, kb}, empty = {0, ""};
-  int rc = mdb_put(t->txn, env->db_dedup_time, &k, &empty, 0);
-  if (rc) return rq_txn_fail(t, rq_mdb_err(rc));
+  size_t kn = id_key(id, strlen(id), kb + 8);
+  int rc;
+  if (!seq && (rc = log_put(t, kb, kn, now_ms))) return rc;
+  rq_dedup_slot e = {id_hash(kb + 8, kn), now_ms, seq};
   pthread_mutex_lock(&env->dmu);
-  rc = table_put(&env->dedup, id_hash(kb + 8, kn), now_ms);
+  rc = table_put(&env->dedup, e.h, e.t, e.seq);
+  if (!rc && seq) rc = pend_push(&env->dedup, e);
   pthread_mutex_unlock(&env->dmu);
   return rc ? rq_txn_fail(t, rc) : 0;
+}
+
+int rq_dedup_leave(rq_txn *t, uint64_t seq, const rq_view *v) {
+  rq_env *env = t->env;
+  size_t n = v->len[RQ_F_WEBHOOK_ID];
+  if (!rq_view_has(v, RQ_F_WEBHOOK_ID) || !n) return 0;
+  uint8_t kb[8 + DEDUP_KEY_MAX];
+  size_t kn = id_key(v->ptr[RQ_F_WEBHOOK_ID], n, kb + 8); /* a copy: v points into the map */
+  rq_dedup_slot e;
+  pthread_mutex_lock(&env->dmu);
+  bool hit = table_get(&env->dedup, id_hash(kb + 8, kn), &e);
+  pthread_mutex_unlock(&env->dmu);
+  /* A later sighting of the id, or none inside the window: nothing to keep.
+   * The table's time, not the record's: the ring may have moved it. */
+  if (!hit || e.seq != seq || e.t < rq_now_ms() - env->dedup_window_ms) return 0;
+  return log_put(t, kb, kn, e.t);
 }
 
 /* Entries well after `now` (see below) were logged while the clock was
@@ -246,7 +384,7 @@ static int rekey_future(rq_txn *t, MDB_cursor *c, int64_t now, uint64_t budget) 
   uint8_t kb[8 + DEDUP_KEY_MAX];
   MDB_val k, v;
   int rc = 0;
-  int64_t slack = env->dedup_window_ms > DEDUP_FUTURE_MIN ? env->dedup_window_ms : DEDUP_FUTURE_MIN;
+  int64_t slack = future_slack(env);
   for (uint64_t n = 0; n < budget; n++) {
     if ((rc = mdb_cursor_get(c, &k, &v, MDB_LAST))) break;
     if (k.mv_size < 8 || k.mv_size > sizeof kb) break;
@@ -259,9 +397,10 @@ static int rekey_future(rq_txn *t, MDB_cursor *c, int64_t now, uint64_t budget) 
     MDB_val nk = {8 + kn, kb}, empty = {0, ""};
     if ((rc = mdb_put(t->txn, env->db_dedup_time, &nk, &empty, 0))) break;
     uint64_t h = id_hash(kb + 8, kn);
-    int64_t cur;
+    rq_dedup_slot cur;
     /* The table follows unless a later sighting of the id owns it. */
-    if (table_get(&env->dedup, h, &cur) && cur == seen && (rc = table_put(&env->dedup, h, now)))
+    if (table_get(&env->dedup, h, &cur) && cur.t == seen &&
+        (rc = table_put(&env->dedup, h, now, cur.seq)))
       break;
   }
   return rc == MDB_NOTFOUND ? 0 : rc;
@@ -291,7 +430,10 @@ int rq_dedup_prune(rq_txn *t) {
     /* After a delete, MDB_NEXT gives the entry that took the deleted one's place. */
     rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
   }
-  if (rc == 0 || rc == MDB_NOTFOUND) rc = rekey_future(t, c, cutoff + env->dedup_window_ms, budget);
+  int64_t now = cutoff + env->dedup_window_ms;
+  if (rc == 0 || rc == MDB_NOTFOUND) rc = rekey_future(t, c, now, budget);
+  if (rc == 0 || rc == MDB_NOTFOUND)
+    rc = pend_prune(&env->dedup, cutoff, now, future_slack(env), budget);
   pthread_mutex_unlock(&env->dmu);
   mdb_cursor_close(c);
   if (rc == 0 || rc == MDB_NOTFOUND) return 0;

@@ -95,15 +95,22 @@ typedef struct {
   uint64_t ready_count, ready_bytes, dlq_count, dlq_bytes;
 } rq_counters;
 
-/* Dedup table (rq_dedup.c): 64-bit id hash -> seen ms; h 0 = empty, 1 =
- * removed. While it grows, `old` is the previous table being moved over. */
+/* Dedup table (rq_dedup.c): 64-bit id hash -> (seen ms, seq of the ready
+ * record that holds the sighting, 0 when the log does); h 0 = empty, 1 =
+ * removed. While it grows, `old` is the previous table being moved over.
+ * `pend` lists the sightings only ready records hold, in append order, so
+ * that they leave the table when they expire. */
 typedef struct {
   uint64_t h;
   int64_t t;
+  uint64_t seq;
 } rq_dedup_slot;
 typedef struct {
   rq_dedup_slot *slots, *old;
   size_t cap, n, old_cap, old_n, mig;
+  rq_dedup_slot *pend; /* ring: pend_n entries from pend_head */
+  size_t pend_cap, pend_head, pend_n;
+  int64_t pend_max; /* no entry in pend is later */
 } rq_dedup_table;
 
 /* Set of seqs, or map seq -> pointer when vals is set (open addressing,
@@ -226,14 +233,19 @@ int rq_ready_del(rq_txn *t, uint64_t seq);
  * 0, RQ_NOTFOUND when it was never nacked (or the value does not decode),
  * or an LMDB error. */
 int rq_state_get(MDB_txn *txn, rq_env *env, uint64_t seq, rq_view *st);
-/* Dedup index (rq_dedup.c). load: fills the table from the log (writable
- * open). check: 1 when id was seen less than the window before now_ms (as
- * seen from txn), 0 if not, <0 error (RQ_READONLY on a read-only env).
- * record: logs id at now_ms. prune: removes a bite of expired entries. */
+/* Dedup index (rq_dedup.c). load: fills the table from the log and the
+ * ready records (writable open). check: 1 when id was seen less than the
+ * window before now_ms (as seen from txn), 0 if not, <0 error (RQ_READONLY
+ * on a read-only env). record: notes the sighting of id at now_ms, held by
+ * the ready record seq, or logs it when seq is 0 (a record stored
+ * elsewhere). leave: ready record seq, decoded in *v, is leaving `ready`:
+ * its sighting, if still the id's latest and inside the window, goes into
+ * the log. prune: removes a bite of expired entries. */
 int rq_dedup_load(rq_env *env, MDB_txn *txn);
 void rq_dedup_free(rq_env *env);
 int rq_dedup_check(rq_env *env, MDB_txn *txn, const char *id, int64_t now_ms);
-int rq_dedup_record(rq_txn *t, const char *id, int64_t now_ms);
+int rq_dedup_record(rq_txn *t, const char *id, int64_t now_ms, uint64_t seq);
+int rq_dedup_leave(rq_txn *t, uint64_t seq, const rq_view *v);
 int rq_dedup_prune(rq_txn *t);
 /* FIFO lease index (rq_fifo.c); all under env->mu. lease: leases up to max
  * group heads, oldest first, through take(arg, seq, raw header, txn), which

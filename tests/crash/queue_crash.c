@@ -301,3 +301,121 @@ TEST(sigkill_during_mixed_batches) {
   }
   fprintf(stderr, "%ld mixed commits observed\n", commits);
 }
+
+/* Dedup across kills: a committed id stays a duplicate whether its record
+ * is still ready (the record holds the id), was acked or dead-lettered
+ * (the log took the id over in the same commit), in whatever batch the
+ * kill hit. The child appends batches of ids and, in the same commits,
+ * acks or dead-letters records appended before. */
+static int64_t wall_now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void dedup_id(char *buf, size_t n, uint64_t b, int i) {
+  snprintf(buf, n, "d%llu-%d", (unsigned long long)b, i);
+}
+
+static void dedup_child(int wfd, uint64_t first_batch, unsigned seed) {
+  rq_env *env;
+  if (rq_env_open(&env, tl_tmpdir, NULL)) _exit(3);
+  uint64_t go = 0;
+  if (write(wfd, &go, sizeof go) != (ssize_t)sizeof go) _exit(7);
+  srand(seed);
+  for (uint64_t b = first_batch;; b++) {
+    rq_record *held;
+    int n = rq_lease(env, 1LL << 62, (size_t)(rand() % 40), 0, &held);
+    if (n < 0) _exit(8);
+    rq_txn *t;
+    if (rq_txn_begin(env, &t)) _exit(4);
+    for (int i = 0; i < n; i++) {
+      int rc = rand() % 3 ? rq_txn_ack(t, held[i].seq)
+                          : rq_txn_dead(t, held[i].seq, 1, "rejected", "InvalidParameter", "no");
+      if (rc) _exit(9);
+    }
+    for (int i = 0; i < batch_size(b); i++) {
+      char id[48];
+      dedup_id(id, sizeof id, b, i);
+      rq_record r = {0};
+      r.received_ms = wall_now_ms();
+      r.body = (const uint8_t *)id;
+      r.body_len = strlen(id);
+      r.webhook_id = id;
+      r.type = "dedup";
+      if (rq_txn_append(t, &r, NULL)) _exit(5);
+    }
+    if (rq_txn_commit(t)) _exit(6);
+    rq_records_free(held, (size_t)n);
+    if (write(wfd, &b, sizeof b) != (ssize_t)sizeof b) _exit(7);
+  }
+}
+
+TEST(sigkill_dedup_across_acks) {
+  unsigned seed = (unsigned)time(NULL) ^ 0x9e3779b9u;
+  const char *s = getenv("RQ_CRASH_SEED");
+  if (s) seed = (unsigned)strtoul(s, NULL, 10);
+  fprintf(stderr, "seed %u\n", seed);
+  srand(seed);
+  static uint64_t reported[MAX_BATCHES];
+  size_t nrep = 0;
+  uint64_t next_batch = 1;
+  long ids_checked = 0;
+  for (int round = 0; round < 30; round++) {
+    int p[2];
+    CHECK_INT(pipe(p), ==, 0);
+    unsigned cseed = (unsigned)rand();
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+      close(p[0]);
+      dedup_child(p[1], next_batch, cseed);
+    }
+    close(p[1]);
+    uint64_t b;
+    CHECK_INT(read(p[0], &b, sizeof b), ==, sizeof b);
+    CHECK_INT(b, ==, 0);
+    for (int k = rand() % 20; k > 0; k--) {
+      CHECK_INT(read(p[0], &b, sizeof b), ==, sizeof b);
+      CHECK(nrep < MAX_BATCHES);
+      reported[nrep++] = b;
+    }
+    usleep((useconds_t)(rand() % 3000));
+    CHECK_INT(kill(pid, SIGKILL), ==, 0);
+    int status;
+    CHECK_INT(waitpid(pid, &status, 0), ==, pid);
+    if (WIFEXITED(status)) tl_fail(__FILE__, __LINE__, "child failed with %d", WEXITSTATUS(status));
+    ssize_t got;
+    while ((got = read(p[0], &b, sizeof b)) == (ssize_t)sizeof b) {
+      CHECK(nrep < MAX_BATCHES);
+      reported[nrep++] = b;
+    }
+    close(p[0]);
+
+    rq_env *env;
+    CHECK_INT(rq_env_open(&env, tl_tmpdir, NULL), ==, 0);
+    rq_stats st;
+    CHECK_INT(rq_stat(env, &st), ==, 0);
+    /* Every batch the child saw committed, in this round and before. */
+    int64_t now = wall_now_ms();
+    for (size_t r = 0; r < nrep; r++) {
+      for (int i = 0; i < batch_size(reported[r]); i++) {
+        char id[48];
+        dedup_id(id, sizeof id, reported[r], i);
+        if (rq_dedup_seen(env, id, now) != 1)
+          tl_fail(__FILE__, __LINE__,
+                  "round %d: committed id %s is not a duplicate (ready %llu, "
+                  "acked %llu, dlq %llu)",
+                  round, id, (unsigned long long)st.ready, (unsigned long long)st.acked_total,
+                  (unsigned long long)st.dlq);
+        ids_checked++;
+      }
+    }
+    CHECK_INT(rq_dedup_seen(env, "d0-never", now), ==, 0);
+    /* The next child starts past any batch the killed one may have committed. */
+    next_batch = (nrep ? reported[nrep - 1] : next_batch) + 1000;
+    rq_env_close(env);
+  }
+  fprintf(stderr, "%zu batches reported, %ld id checks, all duplicates\n", nrep, ids_checked);
+  CHECK(nrep > 0);
+}

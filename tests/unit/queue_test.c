@@ -58,6 +58,23 @@ static void ack1(rq_env *env, uint64_t seq) {
   CHECK_INT(rq_txn_commit(t), ==, 0);
 }
 
+/* Acks every ready record, a batch of up to 5,000 at a time (as the drainer
+ * would after publishing them). Returns how many. */
+static int ack_all(rq_env *env) {
+  int total = 0, n;
+  rq_record *out;
+  while ((n = rq_lease(env, 1LL << 62, 5000, 0, &out)) > 0) {
+    rq_txn *t;
+    CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+    for (int i = 0; i < n; i++) CHECK_INT(rq_txn_ack(t, out[i].seq), ==, 0);
+    CHECK_INT(rq_txn_commit(t), ==, 0);
+    rq_records_free(out, (size_t)n);
+    total += n;
+  }
+  CHECK_INT(n, ==, 0);
+  return total;
+}
+
 /* The queue's LMDB environment opened directly, to inspect or damage it:
  * flags 0 or MDB_RDONLY for both the environment and the transaction. */
 static MDB_txn *raw_begin(MDB_env **e, unsigned flags) {
@@ -712,10 +729,19 @@ TEST(dedup_within_window) {
   CHECK_INT(rq_stat(env, &st), ==, 0);
   CHECK_INT(st.duplicates_total, ==, 2);
   CHECK_INT(st.ready, ==, 2);
-  CHECK_INT(st.dedup_entries, ==, 2);
-  /* Ack does not forget the id: a redelivery after publishing is still a dup. */
+  /* The ready records hold their ids: appends log nothing. */
+  CHECK_INT(st.dedup_entries, ==, 0);
+  /* Ack does not forget the id: a redelivery after publishing is still a
+   * dup. The log takes the id over from the record, also across a restart. */
   ack1(env, seq);
   CHECK_INT(rq_dedup_seen(env, "dup-1", now + 1000), ==, 1);
+  CHECK_INT(rq_stat(env, &st), ==, 0);
+  CHECK_INT(st.dedup_entries, ==, 1);
+  rq_env_close(env);
+  env = open_env(NULL);
+  CHECK_INT(rq_dedup_seen(env, "dup-1", now + 1000), ==, 1);
+  CHECK_INT(rq_dedup_seen(env, "dup-2", now + 1000), ==, 1);
+  CHECK_INT(rq_dedup_seen(env, "dup-1", now + 600 * 1000), ==, 0);
   /* Very long ids work too (LMDB keys are limited). */
   char longid[2000];
   memset(longid, 'x', sizeof longid - 1);
@@ -746,19 +772,44 @@ TEST(dedup_window_expiry) {
   CHECK_INT(rq_txn_commit(t), ==, 0);
   CHECK_INT(rq_dedup_seen(env, "exp-1", now + 4000), ==, 1);
 
-  /* Pruning: old entries (by wall clock) vanish at the next batch start. */
-  rq_record old = mkrec("{}", "old-1", "t", NULL);
-  old.received_ms = now - 60000;
-  append1(env, &old);
+  rq_env_close(env);
+}
+
+/* Old sightings (by wall clock) are forgotten at the next batch start:
+ * one held by its ready record, one in the log (straight to the DLQ). */
+TEST(dedup_expired_pruned) {
+  rq_options o = {.dedup_window_s = 2};
+  rq_env *env = open_env(&o);
+  int64_t now = wall_ms();
+  rq_record old = mkrec("{}", "old-1", "t", NULL), old2 = mkrec("{}", "old-2", "t", NULL);
+  old.received_ms = old2.received_ms = now - 60000;
+  rq_record cur = mkrec("{}", "cur-1", "t", NULL);
+  cur.received_ms = now;
+  rq_txn *t;
+  CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+  CHECK_INT(rq_txn_append(t, &old, NULL), ==, 0);
+  CHECK_INT(rq_txn_append_dead(t, &old2, "too_large", NULL, NULL, NULL), ==, 0);
+  CHECK_INT(rq_txn_append(t, &cur, NULL), ==, 0);
+  CHECK_INT(rq_txn_commit(t), ==, 0);
+  /* Looked up on their own timeline, both are still known ... */
+  CHECK_INT(rq_dedup_seen(env, "old-1", now - 60000), ==, 1);
+  CHECK_INT(rq_dedup_seen(env, "old-2", now - 60000), ==, 1);
   rq_stats st;
   CHECK_INT(rq_stat(env, &st), ==, 0);
-  int64_t before = (int64_t)st.dedup_entries;
+  CHECK_INT(st.dedup_entries, ==, 1);
+  /* ... until the next batch prunes them. */
   CHECK_INT(rq_txn_begin(env, &t), ==, 0);
   CHECK_INT(rq_txn_commit(t), ==, 0);
   CHECK_INT(rq_stat(env, &st), ==, 0);
-  CHECK_INT(st.dedup_entries, ==, before - 1);
+  CHECK_INT(st.dedup_entries, ==, 0);
   CHECK_INT(rq_dedup_seen(env, "old-1", now - 60000), ==, 0);
-  CHECK_INT(rq_dedup_seen(env, "exp-1", now + 4000), ==, 1);
+  CHECK_INT(rq_dedup_seen(env, "old-2", now - 60000), ==, 0);
+  CHECK_INT(rq_dedup_seen(env, "cur-1", now), ==, 1);
+  /* An acked record whose sighting expired leaves nothing in the log. */
+  CHECK_INT(ack_all(env), ==, 2);
+  CHECK_INT(rq_stat(env, &st), ==, 0);
+  CHECK_INT(st.dedup_entries, ==, 1); /* cur-1 only */
+  CHECK_INT(rq_dedup_seen(env, "cur-1", now), ==, 1);
   rq_env_close(env);
 }
 
@@ -788,17 +839,23 @@ TEST(dedup_table_many_ids) {
   for (int b = 0; b < 2 * N; b += BATCH) {
     CHECK_INT(rq_txn_begin(env, &t), ==, 0);
     for (int i = b; i < b + BATCH; i++) {
-      /* Even ids expire about a second from now, odd ones stay. */
+      /* Even ids expire 3 s from now (time for the acks on a slow build), odd
+       * ones stay. */
       many_id(id, sizeof id, i);
       rq_record r = mkrec("{}", id, "t", NULL);
-      r.received_ms = i % 2 ? start : start - 59000;
+      r.received_ms = i % 2 ? start : start - 57000;
       CHECK_INT(rq_txn_append(t, &r, NULL), ==, 0);
     }
     CHECK_INT(rq_txn_commit(t), ==, 0);
   }
   check_many_seen(env, N, start, false);
   CHECK_INT(rq_dedup_seen(env, "never-seen", start), ==, 0);
-  while (wall_ms() < start + 1100) {
+  rq_env_close(env);
+  env = open_env(&o); /* the table again, from the ready records */
+  check_many_seen(env, N, start, false);
+  CHECK_INT(ack_all(env), ==, 2 * N); /* the log takes the ids over */
+  check_many_seen(env, N, start, false);
+  while (wall_ms() < start + 3100) {
     struct timespec pause = {0, 50000000};
     nanosleep(&pause, NULL);
   }
@@ -839,6 +896,73 @@ TEST(dedup_after_abort_and_readonly) {
   rq_env_close(env);
 }
 
+/* A table entry of an aborted batch points at a seq that the next batch
+ * gives to another record: the record's own id decides, not the seq. */
+TEST(dedup_aborted_seq_reused) {
+  rq_env *env = open_env(NULL);
+  int64_t now = wall_ms();
+  rq_record a = mkrec("{}", "sr-a", "t", NULL), b = mkrec("{}", "sr-b", "t", NULL);
+  a.received_ms = b.received_ms = now;
+  rq_txn *t;
+  uint64_t sa, sb;
+  CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+  CHECK_INT(rq_txn_append(t, &a, &sa), ==, 0);
+  rq_txn_abort(t);
+  sb = append1(env, &b);
+  CHECK_INT(sb, ==, sa);
+  CHECK_INT(rq_dedup_seen(env, "sr-a", now), ==, 0);
+  CHECK_INT(rq_dedup_seen(env, "sr-b", now), ==, 1);
+  CHECK_INT(append1(env, &a), >, sb); /* stored, not a duplicate */
+  rq_env_close(env);
+}
+
+/* The id moves from the ready record to the log in the transaction that
+ * removes the record, and only if that commits; a dead-lettered or
+ * replayed event stays known, also across a restart. */
+TEST(dedup_survives_record_leaving) {
+  rq_env *env = open_env(NULL);
+  int64_t now = wall_ms();
+  rq_record a = mkrec("{}", "lv-a", "t", NULL), d = mkrec("{}", "lv-d", "t", NULL);
+  a.received_ms = d.received_ms = now;
+  uint64_t sa = append1(env, &a), sd = append1(env, &d);
+  rq_txn *t;
+  CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+  CHECK_INT(rq_txn_ack(t, sa), ==, 0);
+  rq_txn_abort(t);
+  CHECK_INT(rq_dedup_seen(env, "lv-a", now), ==, 1);
+  rq_stats st;
+  CHECK_INT(rq_stat(env, &st), ==, 0);
+  CHECK_INT(st.dedup_entries, ==, 0);
+  CHECK_INT(st.ready, ==, 2);
+  CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+  CHECK_INT(rq_txn_ack(t, sa), ==, 0);
+  CHECK_INT(rq_txn_dead(t, sd, now, "rejected", "InvalidParameter", "no"), ==, 0);
+  /* Inside the batch that removes them, both are still duplicates. */
+  CHECK_INT(rq_txn_append(t, &a, NULL), ==, RQ_DUPLICATE);
+  CHECK_INT(rq_txn_append(t, &d, NULL), ==, RQ_DUPLICATE);
+  CHECK_INT(rq_txn_commit(t), ==, 0);
+  CHECK_INT(rq_stat(env, &st), ==, 0);
+  CHECK_INT(st.dedup_entries, ==, 2);
+  CHECK_INT(st.ready, ==, 0);
+  CHECK_INT(rq_dedup_seen(env, "lv-a", now), ==, 1);
+  CHECK_INT(rq_dedup_seen(env, "lv-d", now), ==, 1);
+  rq_env_close(env);
+  env = open_env(NULL);
+  CHECK_INT(rq_dedup_seen(env, "lv-a", now), ==, 1);
+  CHECK_INT(rq_dedup_seen(env, "lv-d", now), ==, 1);
+  /* Replayed, published and acked: still the same event. */
+  size_t moved = 0;
+  CHECK_INT(rq_dlq_replay(env, &sd, 1, NULL, &moved, NULL), ==, 0);
+  CHECK_INT(moved, ==, 1);
+  CHECK_INT(ack_all(env), ==, 1);
+  CHECK_INT(rq_dedup_seen(env, "lv-d", now), ==, 1);
+  rq_env_close(env);
+  env = open_env(NULL);
+  CHECK_INT(rq_dedup_seen(env, "lv-d", now), ==, 1);
+  CHECK_INT(rq_dedup_seen(env, "lv-a", now), ==, 1);
+  rq_env_close(env);
+}
+
 /* Expiry of dedup entries: bounded bites per batch that keep pace, and an
  * id seen again keeps its newer entry (and its place in the memory table)
  * while the older one expires. */
@@ -864,6 +988,7 @@ TEST(dedup_expiry_keeps_pace) {
     r.received_ms = now;
     append1(env, &r);
   }
+  CHECK_INT(ack_all(env), ==, 3002);
   rq_stats st;
   CHECK_INT(rq_stat(env, &st), ==, 0);
   if (wall_ms() - start < 900) CHECK_INT(st.dedup_entries, ==, 3002); /* none expired yet */
@@ -879,6 +1004,7 @@ TEST(dedup_expiry_keeps_pace) {
     CHECK_INT(rq_txn_append(t, &r, NULL), ==, 0);
   }
   CHECK_INT(rq_txn_commit(t), ==, 0);
+  CHECK_INT(ack_all(env), ==, 1000);
   /* Empty batches, each looking at a bounded bite, until only those remain. */
   int batches = 0;
   uint64_t prev = UINT64_MAX;
@@ -898,7 +1024,11 @@ TEST(dedup_expiry_keeps_pace) {
   /* An id logged long ago goes at the next batch. */
   rq_record r = mkrec("{}", "aa-first", "t", NULL);
   r.received_ms = later - 20000;
-  append1(env, &r);
+  CHECK_INT(rq_txn_begin(env, &t), ==, 0);
+  CHECK_INT(rq_txn_append_dead(t, &r, "too_large", NULL, NULL, NULL), ==, 0);
+  CHECK_INT(rq_txn_commit(t), ==, 0);
+  CHECK_INT(rq_stat(env, &st), ==, 0);
+  CHECK_INT(st.dedup_entries, ==, 1001);
   for (int i = 0; i < 100 && st.dedup_entries > 1000; i++) {
     CHECK_INT(rq_txn_begin(env, &t), ==, 0);
     CHECK_INT(rq_txn_commit(t), ==, 0);
@@ -987,8 +1117,8 @@ TEST(upgrade_from_format_1) {
       uint8_t tk[64];
       be64key(tk, (uint64_t)now);
       memcpy(tk + 8, ids[i], strlen(ids[i]));
-      MDB_val tkv = {8 + strlen(ids[i]), tk}, tv;
-      CHECK_INT(mdb_get(txn, dt, &tkv, &tv), ==, 0); /* the log has it */
+      MDB_val tkv = {8 + strlen(ids[i]), tk}, tv = {0, ""};
+      CHECK_INT(mdb_put(txn, dt, &tkv, &tv, 0), ==, 0); /* format 1 logged each append */
       MDB_val ik = {strlen(ids[i]), (void *)ids[i]}, sv = {8, tk};
       CHECK_INT(mdb_put(txn, dd, &ik, &sv, 0), ==, 0);
     }
@@ -2867,11 +2997,13 @@ TEST(dedup_clock_back_future_entries) {
   env = open_env(&o);
   CHECK_INT(rq_dedup_seen(env, "fut-1", wall_ms()), ==, 1);
   CHECK_INT(rq_dedup_seen(env, "fut-1", wall_ms() + 5000), ==, 0);
-  /* And the log empties once the window has passed. */
+  /* And the ids are forgotten once the window has passed. */
   struct timespec ts = {2, 300000000};
   nanosleep(&ts, NULL);
   CHECK_INT(rq_txn_begin(env, &t), ==, 0);
   CHECK_INT(rq_txn_commit(t), ==, 0);
+  CHECK_INT(rq_dedup_seen(env, "fut-1", wall_ms()), ==, 0);
+  CHECK_INT(rq_dedup_seen(env, "fut-2", wall_ms()), ==, 0);
   rq_stats st;
   CHECK_INT(rq_stat(env, &st), ==, 0);
   CHECK_INT(st.dedup_entries, ==, 0);
