@@ -205,7 +205,7 @@ int main(int argc, char **argv) {
     char label[64], note[96];
     snprintf(label, sizeof label, "append 600 B, batch %d", batches[i]);
     if (batches[i] == 1)
-      snprintf(note, sizeof note, "%.0f%% of raw fdatasync (target >= 40%%)", 100.0 * r / rawm);
+      snprintf(note, sizeof note, "%.1f%% of raw fdatasync (target >= 40%%)", 100.0 * r / rawm);
     else if (batches[i] == 256)
       snprintf(note, sizeof note, "target >= 150000 records/s: %s", r >= 150000 ? "met" : "MISSED");
     else
