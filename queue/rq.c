@@ -1061,8 +1061,6 @@ int rq_txn_dead(rq_txn *t, uint64_t seq, int64_t now_ms, const char *reason, con
   if ((rc = load_ready(t->txn, t->env, seq, &v)))
     return rc == RQ_NOTFOUND ? rc : rq_txn_fail(t, rc);
   size_t body = v.len[RQ_F_BODY];
-  /* The log takes over the id from the record (rq_dedup.c). */
-  if ((rc = rq_dedup_leave(t, seq, &v))) return rc;
   rq_view_set_num(&v, RQ_F_ATTEMPTS, v.num[RQ_F_ATTEMPTS] + 1);
   if (!v.num[RQ_F_FIRST_ATTEMPT]) rq_view_set_num(&v, RQ_F_FIRST_ATTEMPT, now_ms);
   rq_view_set_num(&v, RQ_F_LAST_ATTEMPT, now_ms);
@@ -1073,6 +1071,11 @@ int rq_txn_dead(rq_txn *t, uint64_t seq, int64_t now_ms, const char *reason, con
   rq_view_set_num(&v, RQ_F_DLQ_TIME, now_ms);
   /* Encoded (copied) before anything is deleted: v points into the map. */
   if ((rc = rq_txn_put_view(t, t->env->db_dlq, seq, &v, 0, false))) return rc;
+  /* The log takes over the id from the record (rq_dedup.c), read from the
+   * encoded copy: after a write, v may point at pages LMDB moved. */
+  rq_view dv;
+  if (rq_decode(t->sb.data, t->sb.size, &dv, true) == 0 && (rc = rq_dedup_leave(t, seq, &dv)))
+    return rc;
   if ((rc = rq_ready_del(t, seq))) return rc;
   sub_sat(&t->c.ready_count, 1);
   sub_sat(&t->c.ready_bytes, body);
