@@ -20,10 +20,11 @@
  * the id in the ready record, inside the caller's transaction, so an entry
  * of an aborted batch, or two ids sharing a hash, never makes a new event a
  * duplicate (a shared hash can at worst miss a duplicate, which
- * at-least-once delivery allows; losing an event it would not). Sightings
- * held by ready records also sit in a ring in append order, from which they
- * expire. Memory: about 24 bytes per id in the window in the ring and up to
- * twice that in the table with its slack.
+ * at-least-once delivery allows; losing an event it would not). Expired
+ * sightings leave the table with their log entries, or, for those held by
+ * ready records, through a sweep over the table that each batch continues.
+ * Memory: 24 bytes per id in the window, up to twice that with the table's
+ * slack.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -146,6 +147,22 @@ static bool table_get(const rq_dedup_table *d, uint64_t h, rq_dedup_slot *out) {
   return false;
 }
 
+/* Empties slot i of the current table by backward shift: each later entry
+ * of the run moves back into the hole unless its home slot lies cyclically
+ * in (hole, its slot]. */
+static void slot_del(rq_dedup_table *d, size_t i) {
+  size_t mask = d->cap - 1;
+  for (size_t j = (i + 1) & mask; d->slots[j].h != SLOT_EMPTY; j = (j + 1) & mask) {
+    size_t home = (size_t)d->slots[j].h & mask;
+    if (((j - home) & mask) >= ((j - i) & mask)) {
+      d->slots[i] = d->slots[j];
+      i = j;
+    }
+  }
+  d->slots[i].h = SLOT_EMPTY;
+  d->n--;
+}
+
 /* Removes h if it still maps to t (a later sighting keeps it). */
 static void table_del_if(rq_dedup_table *d, uint64_t h, int64_t t) {
   if (d->old) {
@@ -159,77 +176,8 @@ static void table_del_if(rq_dedup_table *d, uint64_t h, int64_t t) {
     }
   }
   if (!d->cap) return;
-  size_t mask = d->cap - 1, i = probe(d->slots, d->cap, h);
-  if (d->slots[i].h != h || d->slots[i].t != t) return;
-  /* Backward shift: move each later entry of the run back into the hole
-   * unless its home slot lies cyclically in (hole, its slot]. */
-  for (size_t j = (i + 1) & mask; d->slots[j].h != SLOT_EMPTY; j = (j + 1) & mask) {
-    size_t home = (size_t)d->slots[j].h & mask;
-    if (((j - home) & mask) >= ((j - i) & mask)) {
-      d->slots[i] = d->slots[j];
-      i = j;
-    }
-  }
-  d->slots[i].h = SLOT_EMPTY;
-  d->n--;
-}
-
-/* ---- sightings held by ready records (the ring); callers hold dmu ------- */
-
-static int pend_push(rq_dedup_table *d, rq_dedup_slot e) {
-  if (d->pend_n == d->pend_cap) {
-    size_t ncap = d->pend_cap ? d->pend_cap * 2 : 1024;
-    rq_dedup_slot *nv = realloc(d->pend, ncap * sizeof *nv);
-    if (!nv) return -ENOMEM;
-    /* The ring is full: its wrapped part (0 .. head-1) moves up behind the
-     * rest, to the new space. */
-    memcpy(nv + d->pend_cap, nv, d->pend_head * sizeof *nv);
-    d->pend = nv;
-    d->pend_cap = ncap;
-  }
-  d->pend[(d->pend_head + d->pend_n) % d->pend_cap] = e;
-  d->pend_n++;
-  if (e.t > d->pend_max) d->pend_max = e.t;
-  return 0;
-}
-
-/* Sightings stamped while the clock was ahead (see rekey_future) start a
- * new window at `now`: a pass over the ring, only after such a clock step
- * (pend_max tells). They keep their place in the ring. */
-static int pend_rekey_future(rq_dedup_table *d, int64_t now, int64_t slack) {
-  if (d->pend_max <= now + slack) return 0;
-  int64_t max = now;
-  for (size_t i = 0; i < d->pend_n; i++) {
-    rq_dedup_slot *e = &d->pend[(d->pend_head + i) % d->pend_cap], cur;
-    if (e->t > now + slack) {
-      if (table_get(d, e->h, &cur) && cur.t == e->t && cur.seq == e->seq) {
-        int rc = table_put(d, e->h, now, e->seq);
-        if (rc) return rc;
-      }
-      e->t = now;
-    }
-    if (e->t > max) max = e->t;
-  }
-  d->pend_max = max;
-  return 0;
-}
-
-/* Takes up to `budget` expired sightings off the head of the ring, and
- * out of the table unless a later sighting of the id replaced them. The
- * ring is in append order, which is time order unless callers stamp
- * records out of order or the clock steps: then an expired sighting may
- * wait behind a later one, costing memory for a while but never a wrong
- * answer (a look-up checks the time). */
-static int pend_prune(rq_dedup_table *d, int64_t cutoff, int64_t now, int64_t slack,
-                      uint64_t budget) {
-  int rc = pend_rekey_future(d, now, slack);
-  for (; !rc && d->pend_n && budget && d->pend[d->pend_head].t < cutoff; budget--) {
-    rq_dedup_slot e = d->pend[d->pend_head];
-    d->pend_head = (d->pend_head + 1) % d->pend_cap;
-    d->pend_n--;
-    table_del_if(d, e.h, e.t);
-  }
-  return rc;
+  size_t i = probe(d->slots, d->cap, h);
+  if (d->slots[i].h == h && d->slots[i].t == t) slot_del(d, i);
 }
 
 /* ---- the log ------------------------------------------------------------ */
@@ -272,10 +220,11 @@ int rq_dedup_load(rq_env *env, MDB_txn *txn) {
       if (!rq_view_has(&rv, RQ_F_WEBHOOK_ID) || !n || t < cutoff) continue;
       uint8_t kb[DEDUP_KEY_MAX];
       uint64_t h = id_hash(kb, id_key(rv.ptr[RQ_F_WEBHOOK_ID], n, kb));
-      rq_dedup_slot e = {h, t, (uint64_t)rv.num[RQ_F_SEQ]}, cur;
+      /* Seen while the clock was ahead: a new window from now (table_sweep). */
+      if (t > cutoff + env->dedup_window_ms + future_slack(env)) t = cutoff + env->dedup_window_ms;
+      rq_dedup_slot cur;
       int r2 = 0;
-      if (!table_get(d, h, &cur) || cur.t <= t) r2 = table_put(d, h, t, e.seq);
-      if (!r2) r2 = pend_push(d, e);
+      if (!table_get(d, h, &cur) || cur.t <= t) r2 = table_put(d, h, t, rq_get_be64(k.mv_data));
       if (r2) {
         rc = r2;
         break;
@@ -283,8 +232,6 @@ int rq_dedup_load(rq_env *env, MDB_txn *txn) {
     }
     mdb_cursor_close(c);
   }
-  if (rc == MDB_NOTFOUND)
-    rc = pend_rekey_future(d, cutoff + env->dedup_window_ms, future_slack(env));
   pthread_mutex_unlock(&env->dmu);
   if (rc == MDB_NOTFOUND || rc == 0) return 0;
   return rc == -ENOMEM ? rc : rq_mdb_err(rc);
@@ -293,7 +240,6 @@ int rq_dedup_load(rq_env *env, MDB_txn *txn) {
 void rq_dedup_free(rq_env *env) {
   free(env->dedup.slots);
   free(env->dedup.old);
-  free(env->dedup.pend);
   env->dedup = (rq_dedup_table){0};
 }
 
@@ -343,10 +289,8 @@ int rq_dedup_record(rq_txn *t, const char *id, int64_t now_ms, uint64_t seq) {
   size_t kn = id_key(id, strlen(id), kb + 8);
   int rc;
   if (!seq && (rc = log_put(t, kb, kn, now_ms))) return rc;
-  rq_dedup_slot e = {id_hash(kb + 8, kn), now_ms, seq};
   pthread_mutex_lock(&env->dmu);
-  rc = table_put(&env->dedup, e.h, e.t, e.seq);
-  if (!rc && seq) rc = pend_push(&env->dedup, e);
+  rc = table_put(&env->dedup, id_hash(kb + 8, kn), now_ms, seq);
   pthread_mutex_unlock(&env->dmu);
   return rc ? rq_txn_fail(t, rc) : 0;
 }
@@ -362,9 +306,40 @@ int rq_dedup_leave(rq_txn *t, uint64_t seq, const rq_view *v) {
   bool hit = table_get(&env->dedup, id_hash(kb + 8, kn), &e);
   pthread_mutex_unlock(&env->dmu);
   /* A later sighting of the id, or none inside the window: nothing to keep.
-   * The table's time, not the record's: the ring may have moved it. */
+   * The table's time, not the record's: table_sweep may have moved it. */
   if (!hit || e.seq != seq || e.t < rq_now_ms() - env->dedup_window_ms) return 0;
   return log_put(t, kb, kn, e.t);
+}
+
+/* Walks up to `budget` slots of the table from where the last sweep
+ * stopped. Expired sightings leave it (those held by ready records have no
+ * log entry to take them out). A ready record's sighting far ahead of `now`
+ * was stamped while the clock was ahead (see rekey_future): it starts a new
+ * window at `now`, and an ack logs it at that time. Called with dmu held. */
+static int table_sweep(rq_txn *t, int64_t cutoff, int64_t now, uint64_t budget) {
+  rq_dedup_table *d = &t->env->dedup;
+  int64_t ahead = now + future_slack(t->env);
+  migrate(d, budget / 16); /* the old table is not swept: empty it faster */
+  for (; d->cap && budget; budget--) {
+    size_t i = d->sweep & (d->cap - 1);
+    rq_dedup_slot *s = &d->slots[i];
+    if (live(s->h) && s->t < cutoff) {
+      slot_del(d, i); /* slot i again: a later entry may have moved in */
+      continue;
+    }
+    if (live(s->h) && s->seq && s->t > ahead) {
+      uint8_t kb[8];
+      rq_put_be64(kb, s->seq);
+      MDB_val k = {8, kb}, v;
+      int rc = mdb_get(t->txn, t->env->db_ready, &k, &v);
+      if (rc == 0)
+        s->t = now; /* else it left, and the log's entry moves (rekey_future) */
+      else if (rc != MDB_NOTFOUND)
+        return rc;
+    }
+    d->sweep = i + 1;
+  }
+  return 0;
 }
 
 /* Entries well after `now` (see below) were logged while the clock was
@@ -432,8 +407,8 @@ int rq_dedup_prune(rq_txn *t) {
   }
   int64_t now = cutoff + env->dedup_window_ms;
   if (rc == 0 || rc == MDB_NOTFOUND) rc = rekey_future(t, c, now, budget);
-  if (rc == 0 || rc == MDB_NOTFOUND)
-    rc = pend_prune(&env->dedup, cutoff, now, future_slack(env), budget);
+  /* Sweeping a slot costs far less than deleting a key. */
+  if (rc == 0 || rc == MDB_NOTFOUND) rc = table_sweep(t, cutoff, now, 16 * budget);
   pthread_mutex_unlock(&env->dmu);
   mdb_cursor_close(c);
   if (rc == 0 || rc == MDB_NOTFOUND) return 0;

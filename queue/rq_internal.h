@@ -98,8 +98,7 @@ typedef struct {
 /* Dedup table (rq_dedup.c): 64-bit id hash -> (seen ms, seq of the ready
  * record that holds the sighting, 0 when the log does); h 0 = empty, 1 =
  * removed. While it grows, `old` is the previous table being moved over.
- * `pend` lists the sightings only ready records hold, in append order, so
- * that they leave the table when they expire. */
+ * `sweep`: where the expiry sweep over `slots` goes on. */
 typedef struct {
   uint64_t h;
   int64_t t;
@@ -108,9 +107,7 @@ typedef struct {
 typedef struct {
   rq_dedup_slot *slots, *old;
   size_t cap, n, old_cap, old_n, mig;
-  rq_dedup_slot *pend; /* ring: pend_n entries from pend_head */
-  size_t pend_cap, pend_head, pend_n;
-  int64_t pend_max; /* no entry in pend is later */
+  size_t sweep;
 } rq_dedup_table;
 
 /* Set of seqs, or map seq -> pointer when vals is set (open addressing,
