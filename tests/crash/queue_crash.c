@@ -191,18 +191,66 @@ TEST(sigkill_during_appends) {
   CHECK(total_reported > 0);
 }
 
+/* The run's seed: RQ_CRASH_SEED, else the time mixed with `salt`. */
+static unsigned crash_seed(unsigned salt) {
+  const char *s = getenv("RQ_CRASH_SEED");
+  unsigned seed = s ? (unsigned)strtoul(s, NULL, 10) : (unsigned)time(NULL) ^ salt;
+  fprintf(stderr, "seed %u\n", seed);
+  srand(seed);
+  return seed;
+}
+
+/* A writer child: commits batches first, first + 1, ... and writes each
+ * one's number to wfd once its commit returned (after a 0 once open). */
+typedef void (*writer_child)(int wfd, uint64_t first, unsigned seed);
+
+/* Runs `child`, waits for its first 0 to 19 commits (random), then kills it
+ * at a random moment within 3 ms. Every batch number it reported, those
+ * still in the pipe included, goes to rep[*nrep] on (up to cap). */
+static void kill_writer_child(writer_child child, uint64_t first, uint64_t *rep, size_t *nrep,
+                              size_t cap) {
+  int p[2];
+  CHECK_INT(pipe(p), ==, 0);
+  unsigned cseed = (unsigned)rand();
+  pid_t pid = fork();
+  CHECK(pid >= 0);
+  if (pid == 0) {
+    close(p[0]);
+    child(p[1], first, cseed);
+  }
+  close(p[1]);
+  uint64_t b;
+  CHECK_INT(read(p[0], &b, sizeof b), ==, sizeof b);
+  CHECK_INT(b, ==, 0);
+  for (int k = rand() % 20; k > 0; k--) {
+    CHECK_INT(read(p[0], &b, sizeof b), ==, sizeof b);
+    CHECK(*nrep < cap);
+    rep[(*nrep)++] = b;
+  }
+  usleep((useconds_t)(rand() % 3000));
+  CHECK_INT(kill(pid, SIGKILL), ==, 0);
+  int status;
+  CHECK_INT(waitpid(pid, &status, 0), ==, pid);
+  if (WIFEXITED(status)) tl_fail(__FILE__, __LINE__, "child failed with %d", WEXITSTATUS(status));
+  while (read(p[0], &b, sizeof b) == (ssize_t)sizeof b) {
+    CHECK(*nrep < cap);
+    rep[(*nrep)++] = b;
+  }
+  close(p[0]);
+}
+
 /* Mixed batches (appends, acks, nacks, dead-letters in one commit) killed at
  * random: the persistent counters move in the same transaction as the data,
  * so after any kill appended = ready + acked + dlq holds, the gauges match
  * what is stored, and rq_verify() finds nothing to repair. */
-static void mixed_child(int wfd, unsigned seed) {
+static void mixed_child(int wfd, uint64_t first, unsigned seed) {
   rq_env *env;
   if (rq_env_open(&env, tl_tmpdir, NULL)) _exit(3);
   uint64_t go = 0;
   if (write(wfd, &go, sizeof go) != (ssize_t)sizeof go) _exit(7);
   srand(seed);
   uint8_t body[3000];
-  for (uint64_t b = 1;; b++) {
+  for (uint64_t b = first;; b++) {
     rq_record *held;
     int n = rq_lease(env, 1LL << 62, (size_t)(rand() % 24), 0, &held);
     if (n < 0) _exit(8);
@@ -236,35 +284,11 @@ static void mixed_child(int wfd, unsigned seed) {
 }
 
 TEST(sigkill_during_mixed_batches) {
-  unsigned seed = (unsigned)time(NULL) ^ 0x5bd1e995u;
-  const char *s = getenv("RQ_CRASH_SEED");
-  if (s) seed = (unsigned)strtoul(s, NULL, 10);
-  fprintf(stderr, "seed %u\n", seed);
-  srand(seed);
-  long commits = 0;
+  crash_seed(0x5bd1e995u);
+  static uint64_t rep[MAX_BATCHES];
+  size_t commits = 0;
   for (int round = 0; round < 40; round++) {
-    int p[2];
-    CHECK_INT(pipe(p), ==, 0);
-    unsigned cseed = (unsigned)rand();
-    pid_t pid = fork();
-    CHECK(pid >= 0);
-    if (pid == 0) {
-      close(p[0]);
-      mixed_child(p[1], cseed);
-    }
-    close(p[1]);
-    uint64_t b;
-    CHECK_INT(read(p[0], &b, sizeof b), ==, sizeof b);
-    for (int k = rand() % 20; k > 0; k--) {
-      CHECK_INT(read(p[0], &b, sizeof b), ==, sizeof b);
-      commits++;
-    }
-    usleep((useconds_t)(rand() % 3000));
-    CHECK_INT(kill(pid, SIGKILL), ==, 0);
-    int status;
-    CHECK_INT(waitpid(pid, &status, 0), ==, pid);
-    if (WIFEXITED(status)) tl_fail(__FILE__, __LINE__, "child failed with %d", WEXITSTATUS(status));
-    close(p[0]);
+    kill_writer_child(mixed_child, 1, rep, &commits, MAX_BATCHES); /* only counted */
 
     rq_env *env;
     CHECK_INT(rq_env_open(&env, tl_tmpdir, NULL), ==, 0);
@@ -299,7 +323,7 @@ TEST(sigkill_during_mixed_batches) {
     CHECK_INT(rep.order_errors, ==, 0);
     rq_env_close(env);
   }
-  fprintf(stderr, "%ld mixed commits observed\n", commits);
+  fprintf(stderr, "%zu mixed commits observed\n", commits);
 }
 
 /* Dedup across kills: a committed id stays a duplicate whether its record
@@ -317,13 +341,13 @@ static void dedup_id(char *buf, size_t n, uint64_t b, int i) {
   snprintf(buf, n, "d%llu-%d", (unsigned long long)b, i);
 }
 
-static void dedup_child(int wfd, uint64_t first_batch, unsigned seed) {
+static void dedup_child(int wfd, uint64_t first, unsigned seed) {
   rq_env *env;
   if (rq_env_open(&env, tl_tmpdir, NULL)) _exit(3);
   uint64_t go = 0;
   if (write(wfd, &go, sizeof go) != (ssize_t)sizeof go) _exit(7);
   srand(seed);
-  for (uint64_t b = first_batch;; b++) {
+  for (uint64_t b = first;; b++) {
     rq_record *held;
     int n = rq_lease(env, 1LL << 62, (size_t)(rand() % 40), 0, &held);
     if (n < 0) _exit(8);
@@ -352,46 +376,13 @@ static void dedup_child(int wfd, uint64_t first_batch, unsigned seed) {
 }
 
 TEST(sigkill_dedup_across_acks) {
-  unsigned seed = (unsigned)time(NULL) ^ 0x9e3779b9u;
-  const char *s = getenv("RQ_CRASH_SEED");
-  if (s) seed = (unsigned)strtoul(s, NULL, 10);
-  fprintf(stderr, "seed %u\n", seed);
-  srand(seed);
+  crash_seed(0x9e3779b9u);
   static uint64_t reported[MAX_BATCHES];
   size_t nrep = 0;
   uint64_t next_batch = 1;
   long ids_checked = 0;
   for (int round = 0; round < 30; round++) {
-    int p[2];
-    CHECK_INT(pipe(p), ==, 0);
-    unsigned cseed = (unsigned)rand();
-    pid_t pid = fork();
-    CHECK(pid >= 0);
-    if (pid == 0) {
-      close(p[0]);
-      dedup_child(p[1], next_batch, cseed);
-    }
-    close(p[1]);
-    uint64_t b;
-    CHECK_INT(read(p[0], &b, sizeof b), ==, sizeof b);
-    CHECK_INT(b, ==, 0);
-    for (int k = rand() % 20; k > 0; k--) {
-      CHECK_INT(read(p[0], &b, sizeof b), ==, sizeof b);
-      CHECK(nrep < MAX_BATCHES);
-      reported[nrep++] = b;
-    }
-    usleep((useconds_t)(rand() % 3000));
-    CHECK_INT(kill(pid, SIGKILL), ==, 0);
-    int status;
-    CHECK_INT(waitpid(pid, &status, 0), ==, pid);
-    if (WIFEXITED(status)) tl_fail(__FILE__, __LINE__, "child failed with %d", WEXITSTATUS(status));
-    ssize_t got;
-    while ((got = read(p[0], &b, sizeof b)) == (ssize_t)sizeof b) {
-      CHECK(nrep < MAX_BATCHES);
-      reported[nrep++] = b;
-    }
-    close(p[0]);
-
+    kill_writer_child(dedup_child, next_batch, reported, &nrep, MAX_BATCHES);
     rq_env *env;
     CHECK_INT(rq_env_open(&env, tl_tmpdir, NULL), ==, 0);
     rq_stats st;
