@@ -190,7 +190,7 @@ static int64_t future_slack(const rq_env *env) {
 /* The table from the log's entries inside the window, then from the ready
  * records' ids (a ready record's sighting wins over an older log entry). */
 int rq_dedup_load(rq_env *env, MDB_txn *txn) {
-  int64_t cutoff = rq_now_ms() - env->dedup_window_ms;
+  int64_t now = rq_now_ms(), cutoff = now - env->dedup_window_ms;
   rq_dedup_table *d = &env->dedup;
   MDB_cursor *c;
   int rc = mdb_cursor_open(txn, env->db_dedup_time, &c);
@@ -221,7 +221,7 @@ int rq_dedup_load(rq_env *env, MDB_txn *txn) {
       uint8_t kb[DEDUP_KEY_MAX];
       uint64_t h = id_hash(kb, id_key(rv.ptr[RQ_F_WEBHOOK_ID], n, kb));
       /* Seen while the clock was ahead: a new window from now (table_sweep). */
-      if (t > cutoff + env->dedup_window_ms + future_slack(env)) t = cutoff + env->dedup_window_ms;
+      if (t > now + future_slack(env)) t = now;
       rq_dedup_slot cur;
       int r2 = 0;
       if (!table_get(d, h, &cur) || cur.t <= t) r2 = table_put(d, h, t, rq_get_be64(k.mv_data));
@@ -387,7 +387,7 @@ static int rekey_future(rq_txn *t, MDB_cursor *c, int64_t now, uint64_t budget) 
  * its table entry (table_del_if). */
 int rq_dedup_prune(rq_txn *t) {
   rq_env *env = t->env;
-  int64_t cutoff = rq_now_ms() - env->dedup_window_ms;
+  int64_t now = rq_now_ms(), cutoff = now - env->dedup_window_ms;
   uint64_t budget = DEDUP_PRUNE_MIN + 2 * env->last_appends;
   MDB_cursor *c;
   int rc = mdb_cursor_open(t->txn, env->db_dedup_time, &c);
@@ -405,7 +405,6 @@ int rq_dedup_prune(rq_txn *t) {
     /* After a delete, MDB_NEXT gives the entry that took the deleted one's place. */
     rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
   }
-  int64_t now = cutoff + env->dedup_window_ms;
   if (rc == 0 || rc == MDB_NOTFOUND) rc = rekey_future(t, c, now, budget);
   /* Sweeping a slot costs far less than deleting a key. */
   if (rc == 0 || rc == MDB_NOTFOUND) rc = table_sweep(t, cutoff, now, 16 * budget);
