@@ -45,7 +45,7 @@ struct dreq {
   commit_op ops[SNS_MAX_BATCH];
   char code[SNS_MAX_BATCH][64];
   char msg[SNS_MAX_BATCH][600];
-  char dedup[SNS_MAX_BATCH][2 * SHA256_DIGEST_LENGTH + 1];
+  char fifo_ids[SNS_MAX_BATCH][2][2 * SHA256_DIGEST_LENGTH + 1]; /* group, dedup */
 };
 
 typedef struct dtest dtest;
@@ -538,18 +538,10 @@ static void on_sns_done(void *arg, const sns_result *results, size_t n, const sn
   req_done_if_settled(r);
 }
 
-static void sha256_hex(const uint8_t *p, size_t n, char out[2 * SHA256_DIGEST_LENGTH + 1]) {
-  static const char hx[] = "0123456789abcdef";
-  unsigned char md[SHA256_DIGEST_LENGTH];
-  SHA256(p, n, md);
-  for (size_t i = 0; i < SHA256_DIGEST_LENGTH; i++) {
-    out[2 * i] = hx[md[i] >> 4];
-    out[2 * i + 1] = hx[md[i] & 15];
-  }
-  out[2 * SHA256_DIGEST_LENGTH] = '\0';
-}
-
-static void fill_entry(drain *d, const rq_record *rec, sns_entry *e, char *dedup_buf) {
+/* ids: NULL when only sizing (FIFO ids do not count toward the size), else
+ * room for the MessageGroupId and MessageDeduplicationId when they have to
+ * be hashed (sns_fifo_id). */
+static void fill_entry(drain *d, const rq_record *rec, sns_entry *e, char (*ids)[65]) {
   memset(e, 0, sizeof *e);
   e->message = rec->body;
   e->message_len = rec->body_len;
@@ -559,14 +551,14 @@ static void fill_entry(drain *d, const rq_record *rec, sns_entry *e, char *dedup
   e->channel_id = rec->channel_id;
   e->user_id = rec->user_id;
   e->webhook_id = rec->webhook_id;
-  /* dedup_buf NULL: only sizing (FIFO ids do not count toward the size). */
-  if (d->fifo && dedup_buf) {
-    e->group_id = has(rec->cid) ? rec->cid : has(rec->type) ? rec->type : "default";
+  if (d->fifo && ids) {
+    const char *group = has(rec->cid) ? rec->cid : has(rec->type) ? rec->type : "default";
+    e->group_id = sns_fifo_id(group, ids[0]);
     if (has(rec->webhook_id)) {
-      e->dedup_id = rec->webhook_id;
+      e->dedup_id = sns_fifo_id(rec->webhook_id, ids[1]);
     } else {
-      sha256_hex(rec->body, rec->body_len, dedup_buf);
-      e->dedup_id = dedup_buf;
+      sns_sha256_hex(rec->body, rec->body_len, ids[1]);
+      e->dedup_id = ids[1];
     }
   }
 }
@@ -587,7 +579,7 @@ static dreq *req_new(drain *d, lease_set *ls) {
  * counted) and the drainer backs off or blocks. Returns 0 or the error. */
 static int req_send(drain *d, dreq *r, int probe) {
   sns_entry ents[SNS_MAX_BATCH];
-  for (size_t i = 0; i < r->n; i++) fill_entry(d, r->recs[i], &ents[i], r->dedup[i]);
+  for (size_t i = 0; i < r->n; i++) fill_entry(d, r->recs[i], &ents[i], r->fifo_ids[i]);
   r->gen = d->aimd.generation;
   r->probe = probe;
   r->in_flight = 1;

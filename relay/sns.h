@@ -31,7 +31,8 @@ typedef enum {
 
 const char *sns_outcome_name(sns_outcome o);
 
-/* One message. Attribute strings NULL or "" are left out. */
+/* One message. Attribute strings that are NULL, "" or not
+ * sns_attr_value_ok() are left out. */
 typedef struct {
   const uint8_t *message;
   size_t message_len;
@@ -47,6 +48,25 @@ typedef struct {
   char message[512];    /* AWS or transport message, secrets never included */
   char message_id[128]; /* on success */
 } sns_result;
+
+/* 1 when a String attribute value can go to SNS as it is: not empty, valid
+ * UTF-8, and only characters SNS's XML-based API carries (tab, LF, CR,
+ * U+0020-U+D7FF, U+E000-U+FFFD, U+10000-U+10FFFF). Any other value is left
+ * out of the message (and of its size): SNS would refuse the whole message
+ * with InvalidParameterValue, and the event would go to the DLQ although
+ * only a routing attribute is unusable. */
+int sns_attr_value_ok(const char *s);
+
+/* 1 when s can be a FIFO MessageGroupId / MessageDeduplicationId as it is:
+ * 1 to 128 characters, each alphanumeric or ASCII punctuation. */
+int sns_fifo_id_ok(const char *s);
+/* The FIFO id to send for `value` (a cid, type or webhook id): value itself
+ * when sns_fifo_id_ok(), else the lowercase hex SHA-256 of its bytes, in
+ * out. The hash is stable, so every event of one cid still shares one
+ * group and a retried webhook id keeps its dedup id. */
+const char *sns_fifo_id(const char *value, char out[65]);
+/* Lowercase hex SHA-256 of data[0..len) into out (64 digits and a NUL). */
+void sns_sha256_hex(const void *data, size_t len, char out[65]);
 
 /* SNS's size of one message: body plus, per attribute, name + "String" +
  * value. This is what RELAY_MAX_MESSAGE_BYTES and the 256 KiB per request

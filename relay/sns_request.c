@@ -15,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/sha.h>
+
 #include "sns.h"
 
 const char *sns_outcome_name(sns_outcome o) {
@@ -42,6 +44,60 @@ static int present(const char *s) {
   return s && *s;
 }
 
+/* Length of the UTF-8 sequence at p if it is a well-formed character SNS
+ * can carry, else 0. */
+static size_t xml_char_len(const unsigned char *p) {
+  unsigned c = p[0];
+  if (c < 0x80) return (c >= 0x20 || c == '\t' || c == '\n' || c == '\r') ? 1 : 0;
+  size_t n = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 ? 2 : 0;
+  if (!n || c > 0xf4) return 0;
+  uint32_t cp = c & (0x3f >> (n - 1));
+  for (size_t i = 1; i < n; i++) {
+    if ((p[i] & 0xc0) != 0x80) return 0; /* also stops at the NUL */
+    cp = (cp << 6) | (p[i] & 0x3f);
+  }
+  static const uint32_t min[5] = {0, 0, 0x80, 0x800, 0x10000};
+  if (cp < min[n] || cp > 0x10ffff) return 0; /* overlong, too big */
+  if ((cp >= 0xd800 && cp <= 0xdfff) || cp == 0xfffe || cp == 0xffff) return 0;
+  return n;
+}
+
+int sns_attr_value_ok(const char *s) {
+  if (!present(s)) return 0;
+  const unsigned char *p = (const unsigned char *)s;
+  while (*p) {
+    size_t n = xml_char_len(p);
+    if (!n) return 0;
+    p += n;
+  }
+  return 1;
+}
+
+int sns_fifo_id_ok(const char *s) {
+  if (!present(s)) return 0;
+  size_t n = 0;
+  for (const unsigned char *p = (const unsigned char *)s; *p; p++, n++)
+    if (n == 128 || *p <= 0x20 || *p >= 0x7f) return 0; /* alnum and punctuation only */
+  return 1;
+}
+
+void sns_sha256_hex(const void *data, size_t len, char out[65]) {
+  static const char hx[] = "0123456789abcdef";
+  unsigned char md[SHA256_DIGEST_LENGTH];
+  SHA256(data, len, md);
+  for (size_t i = 0; i < SHA256_DIGEST_LENGTH; i++) {
+    out[2 * i] = hx[md[i] >> 4];
+    out[2 * i + 1] = hx[md[i] & 15];
+  }
+  out[2 * SHA256_DIGEST_LENGTH] = '\0';
+}
+
+const char *sns_fifo_id(const char *value, char out[65]) {
+  if (sns_fifo_id_ok(value)) return value;
+  sns_sha256_hex(value ? value : "", value ? strlen(value) : 0, out);
+  return out;
+}
+
 size_t sns_entry_size(const sns_entry *e) {
   /* strlen(name) + strlen("String") per attribute, in SPEC order. */
   static const size_t fixed[SNS_NATTRS] = {4 + 6, 3 + 6, 12 + 6, 10 + 6, 7 + 6, 10 + 6};
@@ -49,7 +105,7 @@ size_t sns_entry_size(const sns_entry *e) {
                                     e->channel_id, e->user_id, e->webhook_id};
   size_t size = e->message_len;
   for (int i = 0; i < SNS_NATTRS; i++)
-    if (present(values[i])) size += fixed[i] + strlen(values[i]);
+    if (sns_attr_value_ok(values[i])) size += fixed[i] + strlen(values[i]);
   return size;
 }
 
@@ -160,7 +216,7 @@ static char *put_entry(char *o, const char *prefix, size_t plen, const sns_entry
   if (e->message) o = enc(o, e->message, e->message_len);
   char k = '0';
   for (int i = 0; i < SNS_NATTRS; i++) {
-    if (!present(values[i])) continue;
+    if (!sns_attr_value_ok(values[i])) continue;
     k++; /* at most 6: one digit */
     o = PUT_LIT(o, "&");
     o = put(o, prefix, plen);

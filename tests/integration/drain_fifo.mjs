@@ -22,12 +22,16 @@ const evs = [];
 for (let i = 0; i < N; i++) {
   const o = JSON.parse(fx[i % fx.length].body.toString('utf8'));
   const g = i % 13;
-  if (g === 12) delete o.cid; else o.cid = `messaging:room-${g}`;
+  // Group 11's cid and every 7th webhook id are not ids SNS takes for
+  // MessageGroupId / MessageDeduplicationId (a space, an accent, over 128
+  // characters): relay sends their SHA-256 instead.
+  if (g === 12) delete o.cid; else if (g === 11) o.cid = 'messaging:room eleven é'; else o.cid = `messaging:room-${g}`;
   o.relay_test_seq = i;
   o.relay_test_run = run;
   const body = Buffer.from(JSON.stringify(o));
   const e = { i, body, ...routing(body) };
-  if (i % 5 !== 0) e.webhook_id = `fifo-${run}-${i}`;
+  if (i % 7 === 3) e.webhook_id = `fifo ${run} ${i} `.padEnd(140, 'x');
+  else if (i % 5 !== 0) e.webhook_id = `fifo-${run}-${i}`;
   evs.push(e);
 }
 const dir = path.join(TMP, 'q-fifo');
@@ -52,7 +56,8 @@ for (const m of got) {
   if (seen.has(e.i)) dups++;
   seen.add(e.i);
   const group = e.cid ?? e.type;
-  if (m.groupId !== undefined && m.groupId !== group) wrongGroup++;
+  const sent = /^[!-~]{1,128}$/.test(group) ? group : crypto.createHash('sha256').update(group).digest('hex');
+  if (m.groupId !== undefined && m.groupId !== sent) wrongGroup++;
   const prev = lastInGroup.get(group);
   if (prev !== undefined && prev > e.i) outOfOrder++;
   lastInGroup.set(group, e.i);
@@ -62,5 +67,6 @@ check(dups === 0, `no duplicates (${dups})`);
 check(wrongGroup === 0, `bodies and MessageGroupId right (${wrongGroup} wrong)`);
 check(outOfOrder === 0, `per-group order holds (${outOfOrder} out of order)`);
 check(lastInGroup.size >= 13, `${lastInGroup.size} groups seen`);
+check(got.some((m) => m.groupId !== undefined), 'MessageGroupId reported by the queue');
 await f.app.close();
 done();

@@ -4,7 +4,7 @@ relay_unit_test(NAME sns
           ${PROJECT_SOURCE_DIR}/tests/unit/sns_response.c
           ${PROJECT_SOURCE_DIR}/relay/sns_request.c
           ${PROJECT_SOURCE_DIR}/relay/sns_response.c
-  LIBS PkgConfig::EXPAT PkgConfig::UV)
+  LIBS PkgConfig::EXPAT PkgConfig::UV PkgConfig::CRYPTO)
 target_include_directories(test_sns PRIVATE ${PROJECT_SOURCE_DIR}/relay)
 
 # The client on a real loop against a canned loopback server, with a test

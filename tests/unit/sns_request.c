@@ -199,6 +199,84 @@ TEST(entry_size_counts_body_and_attributes) {
   CHECK_INT(sns_request_size(two, 2), ==, 100);
 }
 
+/* SNS refuses a whole message whose attribute value has a character its
+ * XML-based API cannot carry: such an attribute is left out, of the body
+ * and of the size, and the numbering stays consecutive. */
+TEST(attribute_values_sns_cannot_carry_are_left_out) {
+  const char *bad[] = {"a\x01b",
+                       "tab\x0b",
+                       "\x1f",
+                       "\xef\xbf\xbe",
+                       "\xef\xbf\xbf",
+                       "\xc3",
+                       "\x80",
+                       "\xc0\xaf",
+                       "\xed\xa0\x80",
+                       "\xf4\x90\x80\x80",
+                       "\xe2\x82",
+                       "\xf8\x88\x80\x80\x80",
+                       ""};
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+    if (sns_attr_value_ok(bad[i])) tl_fail(__FILE__, __LINE__, "accepted case %zu", i);
+  CHECK(!sns_attr_value_ok(NULL));
+  const char *good[] = {"message.new",      "a\tb\nc\rd",        "\x7f",
+                        "\xc2\x80",         "\xc3\xa9",          "\xed\x9f\xbf",
+                        "\xee\x80\x80",     "\xef\xbf\xbd",      "\xf0\x90\x80\x80",
+                        "\xf4\x8f\xbf\xbf", "\xf0\x9f\x98\x80 x"};
+  for (size_t i = 0; i < sizeof good / sizeof *good; i++)
+    if (!sns_attr_value_ok(good[i])) tl_fail(__FILE__, __LINE__, "refused case %zu", i);
+
+  sns_entry e = msg("x");
+  e.type = "message.new";
+  e.cid = "messaging:\x01";    /* left out */
+  e.user_id = "u\xef\xbf\xbf"; /* left out */
+  e.webhook_id = "wh\xff";     /* a header's stray byte: left out */
+  e.channel_id = "\xc3\xa9";   /* kept */
+  char *b = body(&e, 1, 0);
+  CHECK_STR(b, "Action=Publish&Version=2010-03-31&TopicArn=" ARN_ENC
+               "&Message=x"
+               "&MessageAttributes.entry.1.Name=type"
+               "&MessageAttributes.entry.1.Value.DataType=String"
+               "&MessageAttributes.entry.1.Value.StringValue=message.new"
+               "&MessageAttributes.entry.2.Name=channel_id"
+               "&MessageAttributes.entry.2.Value.DataType=String"
+               "&MessageAttributes.entry.2.Value.StringValue=%C3%A9");
+  free(b);
+  CHECK_INT(sns_entry_size(&e), ==, 1 + (4 + 6 + 11) + (10 + 6 + 2));
+}
+
+/* FIFO ids: SNS takes 1-128 alphanumeric or punctuation characters. Any
+ * other cid, type or webhook id is sent as its SHA-256, the same for the
+ * same value, so a group stays one group and a retry keeps its dedup id. */
+TEST(fifo_ids_sns_cannot_take_are_hashed) {
+  char out[65];
+  const char *ok[] = {"messaging:general", "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~", "a"};
+  for (size_t i = 0; i < sizeof ok / sizeof *ok; i++) {
+    CHECK(sns_fifo_id_ok(ok[i]));
+    CHECK(sns_fifo_id(ok[i], out) == ok[i]);
+  }
+  char max[130];
+  memset(max, 'x', 128);
+  max[128] = '\0';
+  CHECK(sns_fifo_id_ok(max));
+  max[128] = 'x';
+  max[129] = '\0';
+  const char *bad[] = {"messaging:my room", "caf\xc3\xa9", "a\tb", "a\x7f", "", max};
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    if (sns_fifo_id_ok(bad[i])) tl_fail(__FILE__, __LINE__, "accepted case %zu", i);
+    const char *id = sns_fifo_id(bad[i], out);
+    CHECK(id == out);
+    CHECK_INT(strlen(id), ==, 64);
+    CHECK(sns_fifo_id_ok(id));
+  }
+  /* sha256("messaging:my room"), as sha256sum prints it */
+  CHECK_STR(sns_fifo_id("messaging:my room", out),
+            "5a6cb0bad8f30ccfb3ddaadb3f78143486b4dc8d1afa620f15eaf89caa5a8dbe");
+  char again[65];
+  CHECK_STR(sns_fifo_id("messaging:my room", again), out);
+  CHECK(strcmp(sns_fifo_id("messaging:my room2", again), out) != 0);
+}
+
 /* Entries whose SNS sizes are given exactly (body of 'a's plus a type). */
 static uint8_t *big;
 static sns_entry sized(size_t total) {
