@@ -660,12 +660,17 @@ int ingest_parse_event(const uint8_t *body, size_t len, ingest_fields *f) {
   for (int i = 0; i < F_N; i++) {
     if (!v[i].set) continue;
     size_t n = unescape(v[i].raw, v[i].len, w);
+    /* A "\u0000" would cut the value short here and in the record (C
+     * strings), routing the event by a prefix of its field: count the field
+     * as empty instead. */
+    if (strlen(w) != n) w[0] = '\0';
     out[i] = w;
     w += n + 1;
   }
   f->json_ = arena;
   f->type = out[F_TYPE];
-  /* Empty strings count as absent, as SNS attributes cannot be empty. */
+  /* Empty strings count as absent, as SNS attributes cannot be empty. A
+   * type stays "" (the body has a string type; it only cannot route). */
   f->cid = out[F_CID] && *out[F_CID] ? out[F_CID] : NULL;
   f->channel_type = out[F_CHANNEL_TYPE] && *out[F_CHANNEL_TYPE] ? out[F_CHANNEL_TYPE] : NULL;
   f->channel_id = out[F_CHANNEL_ID] && *out[F_CHANNEL_ID] ? out[F_CHANNEL_ID] : NULL;

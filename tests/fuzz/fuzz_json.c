@@ -34,9 +34,10 @@
  *     escapes (in keys only) read \u0001, which no field name contains
  *     either, so the answer must not change;
  *   - a \u0000 escape inside a VALUE: the routing fields are C strings (as
- *     rq_record's are), so the scanner's value ends at the first U+0000;
- *     the reference is compared the same way (json_object_get_string as a
- *     C string), and an optional field empty after that is absent;
+ *     rq_record's are), and a value cut at its U+0000 would route the event
+ *     by a prefix of its field, so the scanner makes such a value empty
+ *     (an optional field is then absent, a type is ""); the reference
+ *     reads a string whose length is not its strlen() as "";
  *   - lone surrogate escapes (\ud800 not followed by a low surrogate
  *     escape, or a lone \udc00): RFC 8259 section 8.2 allows them in the
  *     grammar; both sides decode each to U+FFFD (an SNS attribute must be
@@ -183,7 +184,8 @@ static const char *member_str(json_object *o, const char *key) {
   json_object *v;
   if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string))
     return NULL;
-  return json_object_get_string(v);
+  const char *s = json_object_get_string(v);
+  return strlen(s) == (size_t)json_object_get_string_len(v) ? s : "";
 }
 
 static const char *nonempty(const char *s) { return s && *s ? s : NULL; }
@@ -235,7 +237,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
          (int)(size > 400 ? 400 : size), (const char *)data);
   if (rc == 0 && !f.json_) FAIL("accepted without storage");
   if (rc == 0 && !bad_pair) {
-    check_field("type", f.type, json_object_get_string(type));
+    check_field("type", f.type, member_str(doc, "type"));
     check_field("cid", f.cid, nonempty(member_str(doc, "cid")));
     check_field("channel_type", f.channel_type, nonempty(member_str(doc, "channel_type")));
     check_field("channel_id", f.channel_id, nonempty(member_str(doc, "channel_id")));

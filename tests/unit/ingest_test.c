@@ -347,7 +347,8 @@ static const char *ref_str(json_object *o, const char *key) {
   if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string))
     return NULL;
   const char *s = json_object_get_string(v);
-  return s && *s ? s : NULL;
+  /* A value with a U+0000 inside counts as empty (see ingest_parse_event). */
+  return s && *s && strlen(s) == (size_t)json_object_get_string_len(v) ? s : NULL;
 }
 
 static int ref_parse(const uint8_t *body, size_t len, json_object **keep, ingest_fields *f) {
@@ -371,6 +372,7 @@ static int ref_parse(const uint8_t *body, size_t len, json_object **keep, ingest
   }
   *keep = o;
   f->type = json_object_get_string(t);
+  if (strlen(f->type) != (size_t)json_object_get_string_len(t)) f->type = "";
   f->cid = ref_str(o, "cid");
   f->channel_type = ref_str(o, "channel_type");
   f->channel_id = ref_str(o, "channel_id");
@@ -764,6 +766,23 @@ TEST(parse_event_surrogate_escapes) {
     CHECK_MEM(f.type, strlen(f.type), cases[i].utf8, strlen(cases[i].utf8));
     ingest_fields_free(&f);
   }
+}
+
+/* A U+0000 escape would cut a routing value short (the fields are C
+ * strings): the event would be routed by a prefix of its field. Such a
+ * value counts as empty instead; the body itself is stored unchanged. */
+TEST(parse_event_nul_escape_empties_the_field) {
+  const char *b =
+      "{\"type\":\"message.new\\u0000x\",\"cid\":\"messaging:a\\u0000b\","
+      "\"channel_id\":\"a\",\"user\":{\"id\":\"\\u0000\"},\"user_id\":\"u2\"}";
+  ingest_fields f;
+  CHECK_INT(ingest_parse_event((const uint8_t *)b, strlen(b), &f), ==, 0);
+  CHECK_STR(f.type, "");
+  CHECK(f.cid == NULL);
+  CHECK_STR(f.channel_id, "a");
+  CHECK_STR(f.user_id, "u2"); /* user.id is unusable, so user_id is taken */
+  ingest_fields_free(&f);
+  CHECK(agree((const uint8_t *)b, strlen(b), 1));
 }
 
 TEST(signature_rules) {
