@@ -822,7 +822,9 @@ int admin_new(admin **out, uv_loop_t *loop, const admin_options *o) {
   so.max_connections = o->max_connections ? o->max_connections : 64;
   so.max_body_bytes = ADMIN_MAX_BODY;
   rc = http_server_new(&a->server, loop, &so);
-  if (rc == 0) rc = http_server_listen(a->server, o->listen);
+  struct sockaddr_storage ss;
+  if (rc == 0) rc = cfg_parse_listen(o->listen, &ss);
+  if (rc == 0) rc = http_server_listen(a->server, (const struct sockaddr *)&ss);
   if (rc < 0) {
     if (a->server) {
       /* Not listening, no connections: closing it is immediate enough, but

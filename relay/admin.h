@@ -55,8 +55,8 @@ typedef struct {
  * err naming the key. */
 int admin_check_config(const relay_config *cfg, char *err, size_t errlen);
 
-/* 1 when the host of "host:port" is a loopback address (127.0.0.0/8, ::1,
- * localhost), else 0. */
+/* 1 when "host:port" is a loopback address (127.0.0.0/8, ::1, localhost)
+ * as cfg_parse_listen() reads it, else 0 (also when it does not parse). */
 int admin_addr_is_loopback(const char *addr);
 
 /* Binds and serves. Returns 0 or a negative errno (-EADDRINUSE ...). */

@@ -16,27 +16,8 @@
 /* ---- Configuration ------------------------------------------------------ */
 
 int admin_addr_is_loopback(const char *addr) {
-  if (!addr) return 0;
-  char host[256];
-  const char *end;
-  if (addr[0] == '[') {
-    end = strchr(addr, ']');
-    if (!end) return 0;
-    addr++;
-  } else {
-    end = strrchr(addr, ':');
-    if (!end) end = addr + strlen(addr);
-  }
-  size_t n = (size_t)(end - addr);
-  if (n == 0 || n >= sizeof host) return 0;
-  memcpy(host, addr, n);
-  host[n] = '\0';
-  if (strcmp(host, "localhost") == 0) return 1;
-  struct in_addr a4;
-  struct in6_addr a6;
-  if (inet_pton(AF_INET, host, &a4) == 1) return (ntohl(a4.s_addr) >> 24) == 127;
-  if (inet_pton(AF_INET6, host, &a6) == 1) return memcmp(&a6, &in6addr_loopback, sizeof a6) == 0;
-  return 0;
+  struct sockaddr_storage ss;
+  return cfg_parse_listen(addr, &ss) == 0 && cfg_listen_is_loopback(&ss);
 }
 
 int admin_check_config(const relay_config *cfg, char *err, size_t errlen) {

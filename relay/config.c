@@ -777,17 +777,6 @@ static int apply_key(loader *L, relay_config *c, size_t i, const setting *s) {
       struct sockaddr_storage ss;
       if (cfg_parse_listen(s->val, &ss) != 0)
         return bad_value(L, i, s, "must be IPv4:port, [IPv6]:port or localhost:port");
-      if (strncmp(s->val, "localhost:", 10) == 0) {
-        /* The listeners bind numeric addresses only, so "localhost" is
-         * stored as the address it stands for here, where it is accepted. */
-        char num[32];
-        snprintf(num, sizeof num, "127.0.0.1:%u",
-                 (unsigned)ntohs(((const struct sockaddr_in *)&ss)->sin_port));
-        char *copy = strdup(num);
-        if (!copy) return fail(L, "out of memory");
-        store_str(c, i, copy);
-        return 0;
-      }
       break;
     }
     case K_TOPIC_ARN:

@@ -1079,40 +1079,9 @@ int http_server_new(http_server **out, uv_loop_t *loop, const http_server_option
   return 0;
 }
 
-static int parse_addr(const char *addr, struct sockaddr_storage *ss) {
-  char host[128];
-  const char *colon;
-  const char *h = addr;
-  size_t hl;
-  if (addr[0] == '[') {
-    const char *end = strchr(addr, ']');
-    if (!end || end[1] != ':') return -EINVAL;
-    h = addr + 1;
-    hl = (size_t)(end - h);
-    colon = end + 1;
-  } else {
-    colon = strrchr(addr, ':');
-    if (!colon) return -EINVAL;
-    hl = (size_t)(colon - addr);
-  }
-  if (hl == 0 || hl >= sizeof host) return -EINVAL;
-  memcpy(host, h, hl);
-  host[hl] = 0;
-  char *endp;
-  errno = 0;
-  long port = strtol(colon + 1, &endp, 10);
-  if (errno || *endp || endp == colon + 1 || port < 0 || port > 65535) return -EINVAL;
-  if (uv_ip4_addr(host, (int)port, (struct sockaddr_in *)ss) == 0) return 0;
-  if (uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)ss) == 0) return 0;
-  return -EINVAL;
-}
-
-int http_server_listen(http_server *s, const char *addr) {
-  struct sockaddr_storage ss;
-  memset(&ss, 0, sizeof ss);
-  int rc = parse_addr(addr, &ss);
-  if (rc < 0) return rc;
-  rc = uv_tcp_bind(&s->listener, (const struct sockaddr *)&ss, 0);
+int http_server_listen(http_server *s, const struct sockaddr *addr) {
+  if (!addr || (addr->sa_family != AF_INET && addr->sa_family != AF_INET6)) return -EINVAL;
+  int rc = uv_tcp_bind(&s->listener, addr, 0);
   if (rc == 0) rc = uv_listen((uv_stream_t *)&s->listener, 1024, on_connection);
   if (rc < 0) return rc;
   struct sockaddr_storage got;

@@ -109,10 +109,12 @@ typedef struct {
 /* Creates a server (not yet listening). The options are copied. */
 int http_server_new(http_server **out, uv_loop_t *loop, const http_server_options *opts);
 
-/* Binds and listens on "host:port" (IPv4 "127.0.0.1:8080", IPv6
- * "[::1]:8080"; port 0 picks a free port, see http_server_port()).
- * Returns 0 or a negative errno (-EADDRINUSE, -EINVAL for a bad address). */
-int http_server_listen(http_server *s, const char *addr);
+/* Binds and listens on addr (IPv4 or IPv6; port 0 picks a free port, see
+ * http_server_port()). Configuration strings are parsed by the one parser,
+ * cfg_parse_listen() in config.h. Returns 0 or a negative errno
+ * (-EADDRINUSE, -EINVAL for an address family other than IPv4/IPv6). */
+struct sockaddr;
+int http_server_listen(http_server *s, const struct sockaddr *addr);
 
 /* The bound port (after a successful listen), else 0. */
 int http_server_port(const http_server *s);

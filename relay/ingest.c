@@ -929,7 +929,9 @@ int ingest_new(ingest **out, uv_loop_t *loop, const ingest_options *o) {
     return rc;
   }
   const char *addr = o->listen ? o->listen : c->listen;
-  rc = http_server_listen(ing->srv, addr);
+  struct sockaddr_storage ss;
+  rc = cfg_parse_listen(addr, &ss);
+  if (rc == 0) rc = http_server_listen(ing->srv, (const struct sockaddr *)&ss);
   if (rc < 0) {
     rlog(LOG_ERROR, "cannot listen", "key", "RELAY_LISTEN", "addr", addr, "error",
          uv_strerror(rc), NULL);

@@ -583,17 +583,22 @@ TEST(parse_listen) {
       tl_fail(__FILE__, __LINE__, "accepted \"%s\"", bad[i]);
 }
 
-/* "localhost:PORT" is accepted, and the listeners (http_server_listen)
- * bind numeric addresses only: the stored value must be one, or relayd
- * stops at start-up with "cannot listen ... invalid argument". */
-TEST(listen_localhost_stored_numeric) {
+/* "localhost:PORT" is accepted and kept as written: the listeners parse
+ * it with the same cfg_parse_listen() (ingest.listen tests bind it). */
+TEST(listen_localhost_kept_as_written) {
   const char *args[] = {"--admin-listen", "localhost:9001", NULL};
   const char *env[] = {"RELAY_SNS_TOPIC_ARN=" TOPIC, "RELAY_STREAM_API_KEY=key1",
                        "RELAY_STREAM_API_SECRET=s3cr3t-one", "RELAY_LISTEN=localhost:0080", NULL};
   relay_config c;
   CHECK_INT(load(&c, args, env), ==, 0);
-  CHECK_STR(c.listen, "127.0.0.1:80");
-  CHECK_STR(c.admin_listen, "127.0.0.1:9001");
+  CHECK_STR(c.listen, "localhost:0080");
+  CHECK_STR(c.admin_listen, "localhost:9001");
+  struct sockaddr_storage ss;
+  CHECK_INT(cfg_parse_listen(c.listen, &ss), ==, 0);
+  const struct sockaddr_in *in = (const struct sockaddr_in *)&ss;
+  CHECK_INT(in->sin_family, ==, AF_INET);
+  CHECK_INT(ntohl(in->sin_addr.s_addr), ==, INADDR_LOOPBACK);
+  CHECK_INT(ntohs(in->sin_port), ==, 80);
   cfg_free(&c);
 }
 

@@ -12,6 +12,7 @@
 #include <stdatomic.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "http_testclient.h"
@@ -115,7 +116,9 @@ static void run(void *arg) {
   f->o.arg = f;
   f->o.name = "test";
   CHECK_INT(http_server_new(&f->srv, &f->loop, &f->o), ==, 0);
-  CHECK_INT(http_server_listen(f->srv, "127.0.0.1:0"), ==, 0);
+  struct sockaddr_in any;
+  CHECK_INT(uv_ip4_addr("127.0.0.1", 0, &any), ==, 0);
+  CHECK_INT(http_server_listen(f->srv, (const struct sockaddr *)&any), ==, 0);
   f->port = http_server_port(f->srv);
   uv_sem_post(&f->ready);
   uv_run(&f->loop, UV_RUN_DEFAULT);
@@ -596,9 +599,12 @@ TEST(listen_bad_address) {
   http_server_options o = {.on_request = handler};
   http_server *s;
   CHECK_INT(http_server_new(&s, &loop, &o), ==, 0);
-  CHECK_INT(http_server_listen(s, "nonsense"), ==, -EINVAL);
-  CHECK_INT(http_server_listen(s, "127.0.0.1:99999"), ==, -EINVAL);
-  CHECK_INT(http_server_listen(s, "[::1]:0"), ==, 0);
+  struct sockaddr_un un = {.sun_family = AF_UNIX};
+  CHECK_INT(http_server_listen(s, (const struct sockaddr *)&un), ==, -EINVAL);
+  CHECK_INT(http_server_listen(s, NULL), ==, -EINVAL);
+  struct sockaddr_in6 v6;
+  CHECK_INT(uv_ip6_addr("::1", 0, &v6), ==, 0);
+  CHECK_INT(http_server_listen(s, (const struct sockaddr *)&v6), ==, 0);
   CHECK(http_server_port(s) > 0);
   http_server_close(s, 100, NULL, NULL);
   uv_run(&loop, UV_RUN_DEFAULT);

@@ -171,8 +171,10 @@ static void run(void *arg) {
   uv_async_init(&f->loop, &f->cmd, on_cmd);
   f->cmd.data = f;
   CHECK_INT(committer_new(&f->commit, &f->loop, f->env, 0), ==, 0);
+  /* "localhost" as an operator may spell it: the listener parses it with
+   * cfg_parse_listen(), the parser that validated the configuration. */
   ingest_options o = {.cfg = &f->cfg, .env = f->env, .commit = f->commit,
-                      .listen = "127.0.0.1:0", .on_stored = on_stored,
+                      .listen = "localhost:0", .on_stored = on_stored,
                       .on_outcome = on_outcome, .arg = f};
   CHECK_INT(ingest_new(&f->ing, &f->loop, &o), ==, 0);
   f->port = ingest_port(f->ing);

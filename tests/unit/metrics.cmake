@@ -8,6 +8,7 @@ target_include_directories(test_metrics PRIVATE ${PROJECT_SOURCE_DIR}/relay)
 # start-up rule; runs the built relayctl against a queue filled with rq.
 relay_unit_test(NAME metrics_relayctl
   SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/metrics_relayctl.c ${PROJECT_SOURCE_DIR}/relay/admin_common.c
+          ${PROJECT_SOURCE_DIR}/relay/config.c
   LIBS rq PkgConfig::JSONC PkgConfig::CRYPTO PkgConfig::UV)
 target_include_directories(test_metrics_relayctl PRIVATE ${PROJECT_SOURCE_DIR}/relay)
 if(TARGET relayctl)
@@ -19,6 +20,7 @@ endif()
 relay_unit_test(NAME metrics_admin
   SOURCES ${PROJECT_SOURCE_DIR}/tests/unit/metrics_admin.c ${PROJECT_SOURCE_DIR}/relay/admin.c
           ${PROJECT_SOURCE_DIR}/relay/admin_common.c ${PROJECT_SOURCE_DIR}/relay/metrics.c
+          ${PROJECT_SOURCE_DIR}/relay/config.c
           ${PROJECT_SOURCE_DIR}/relay/http_server.c ${PROJECT_SOURCE_DIR}/relay/log.c
   LIBS rq PkgConfig::JSONC PkgConfig::CRYPTO PkgConfig::UV PkgConfig::CURL ${HTTP_PARSER_LIB}
        Threads::Threads m)
