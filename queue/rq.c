@@ -523,6 +523,7 @@ static void txn_free(rq_txn *t) {
   if (!t) return;
   msgpack_sbuffer_destroy(&t->sb);
   free(t->release);
+  free(t->moved);
   free(t);
 }
 
@@ -689,6 +690,13 @@ static int txn_end(rq_txn *t, bool commit) {
   size_t nrel = t->nrelease;
   t->release = NULL;
   t->nrelease = t->caprelease = 0;
+  /* Dedup table moves of this batch (rq_dedup_prune), undone unless it
+   * commits: an abort undoes them still under LMDB's writer lock. */
+  rq_dedup_move *moved = t->moved;
+  size_t nmoved = t->nmoved;
+  t->moved = NULL;
+  t->nmoved = t->capmoved = 0;
+  if (nmoved && !commit) rq_dedup_revert(env, moved, nmoved);
   t->txn = NULL;
   if (t->sb.alloc > (1u << 20)) { /* do not keep a huge buffer around */
     msgpack_sbuffer_destroy(&t->sb);
@@ -710,6 +718,8 @@ static int txn_end(rq_txn *t, bool commit) {
   } else {
     mdb_txn_abort(txn);
   }
+  if (nmoved && commit && rc) rq_dedup_revert(env, moved, nmoved);
+  free(moved);
   pthread_rwlock_unlock(&env->open_lk); /* before env->mu: see env_reopen() */
   if (nrel) {
     pthread_mutex_lock(&env->mu);

@@ -129,22 +129,23 @@ static int table_put(rq_dedup_table *d, uint64_t h, int64_t t, uint64_t seq) {
   return 0;
 }
 
-static bool table_get(const rq_dedup_table *d, uint64_t h, rq_dedup_slot *out) {
+/* The slot of h in either table, or NULL. */
+static rq_dedup_slot *table_find(const rq_dedup_table *d, uint64_t h) {
   if (d->cap) {
     size_t i = probe(d->slots, d->cap, h);
-    if (d->slots[i].h == h) {
-      *out = d->slots[i];
-      return true;
-    }
+    if (d->slots[i].h == h) return &d->slots[i];
   }
   if (d->old) {
     size_t i = probe(d->old, d->old_cap, h);
-    if (d->old[i].h == h) {
-      *out = d->old[i];
-      return true;
-    }
+    if (d->old[i].h == h) return &d->old[i];
   }
-  return false;
+  return NULL;
+}
+
+static bool table_get(const rq_dedup_table *d, uint64_t h, rq_dedup_slot *out) {
+  const rq_dedup_slot *s = table_find(d, h);
+  if (s) *out = *s;
+  return s != NULL;
 }
 
 /* Empties slot i of the current table by backward shift: each later entry
@@ -311,12 +312,34 @@ int rq_dedup_leave(rq_txn *t, uint64_t seq, const rq_view *v) {
   return log_put(t, kb, kn, e.t);
 }
 
+/* Sets *held when the log (cursor c) has a key at time `at` whose id
+ * hashes to h. Returns 0 or an LMDB code. */
+static int log_holds(MDB_cursor *c, int64_t at, uint64_t h, bool *held) {
+  uint8_t kb[8];
+  rq_put_be64(kb, (uint64_t)at);
+  MDB_val k = {8, kb}, v;
+  *held = false;
+  int rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+  while (rc == 0 && k.mv_size >= 8 && rq_get_be64(k.mv_data) == (uint64_t)at) {
+    if (id_hash((const uint8_t *)k.mv_data + 8, k.mv_size - 8) == h) {
+      *held = true;
+      return 0;
+    }
+    rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+  }
+  return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
 /* Walks up to `budget` slots of the table from where the last sweep
  * stopped. Expired sightings leave it (those held by ready records have no
  * log entry to take them out). A ready record's sighting far ahead of `now`
  * was stamped while the clock was ahead (see rekey_future): it starts a new
- * window at `now`, and an ack logs it at that time. Called with dmu held. */
-static int table_sweep(rq_txn *t, int64_t cutoff, int64_t now, uint64_t budget) {
+ * window at `now`, and an ack logs it at that time. If the record is gone,
+ * the log's entry moves (rekey_future) and the table with it; with no log
+ * entry either (an append that never committed), nothing holds it and it
+ * would wait, never expiring, for the clock to catch up: it goes now.
+ * c: a cursor on the log. Called with dmu held. */
+static int table_sweep(rq_txn *t, MDB_cursor *c, int64_t cutoff, int64_t now, uint64_t budget) {
   rq_dedup_table *d = &t->env->dedup;
   int64_t ahead = now + future_slack(t->env);
   migrate(d, budget / 16); /* the old table is not swept: empty it faster */
@@ -332,10 +355,15 @@ static int table_sweep(rq_txn *t, int64_t cutoff, int64_t now, uint64_t budget) 
       rq_put_be64(kb, s->seq);
       MDB_val k = {8, kb}, v;
       int rc = mdb_get(t->txn, t->env->db_ready, &k, &v);
+      bool held = true;
       if (rc == 0)
-        s->t = now; /* else it left, and the log's entry moves (rekey_future) */
-      else if (rc != MDB_NOTFOUND)
+        s->t = now;
+      else if (rc != MDB_NOTFOUND || (rc = log_holds(c, s->t, s->h, &held)))
         return rc;
+      if (!held) {
+        slot_del(d, i);
+        continue;
+      }
     }
     d->sweep = i + 1;
   }
@@ -373,12 +401,35 @@ static int rekey_future(rq_txn *t, MDB_cursor *c, int64_t now, uint64_t budget) 
     if ((rc = mdb_put(t->txn, env->db_dedup_time, &nk, &empty, 0))) break;
     uint64_t h = id_hash(kb + 8, kn);
     rq_dedup_slot cur;
-    /* The table follows unless a later sighting of the id owns it. */
-    if (table_get(&env->dedup, h, &cur) && cur.t == seen &&
-        (rc = table_put(&env->dedup, h, now, cur.seq)))
-      break;
+    /* The table follows unless a later sighting of the id owns it. If the
+     * batch does not commit, the log keeps `seen`, and so must the table:
+     * else it names a key that is not there, and the next batch, moving
+     * the entry to a later now, no longer finds `seen` in the table. */
+    if (table_get(&env->dedup, h, &cur) && cur.t == seen) {
+      if (t->nmoved == t->capmoved) {
+        size_t ncap = t->capmoved ? 2 * t->capmoved : 16;
+        rq_dedup_move *m = realloc(t->moved, ncap * sizeof *m);
+        if (!m) {
+          rc = -ENOMEM;
+          break;
+        }
+        t->moved = m;
+        t->capmoved = ncap;
+      }
+      if ((rc = table_put(&env->dedup, h, now, cur.seq))) break;
+      t->moved[t->nmoved++] = (rq_dedup_move){h, seen, now};
+    }
   }
   return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+void rq_dedup_revert(rq_env *env, const rq_dedup_move *m, size_t n) {
+  pthread_mutex_lock(&env->dmu);
+  while (n--) {
+    rq_dedup_slot *s = table_find(&env->dedup, m[n].h);
+    if (s && s->t == m[n].to) s->t = m[n].from;
+  }
+  pthread_mutex_unlock(&env->dmu);
 }
 
 /* Expired entries go from the head of the log in bites at the start of
@@ -407,9 +458,11 @@ int rq_dedup_prune(rq_txn *t) {
   }
   if (rc == 0 || rc == MDB_NOTFOUND) rc = rekey_future(t, c, now, budget);
   /* Sweeping a slot costs far less than deleting a key. */
-  if (rc == 0 || rc == MDB_NOTFOUND) rc = table_sweep(t, cutoff, now, 16 * budget);
+  if (rc == 0 || rc == MDB_NOTFOUND) rc = table_sweep(t, c, cutoff, now, 16 * budget);
   pthread_mutex_unlock(&env->dmu);
   mdb_cursor_close(c);
   if (rc == 0 || rc == MDB_NOTFOUND) return 0;
+  rq_dedup_revert(env, t->moved, t->nmoved); /* the batch will not begin */
+  t->nmoved = 0;
   return rc == -ENOMEM ? rc : rq_mdb_err(rc);
 }

@@ -104,6 +104,12 @@ typedef struct {
   int64_t t;
   uint64_t seq;
 } rq_dedup_slot;
+/* A table entry rekey_future (rq_dedup.c) moved from time `from` to `to`
+ * inside a batch: put back if the batch does not commit. */
+typedef struct {
+  uint64_t h;
+  int64_t from, to;
+} rq_dedup_move;
 typedef struct {
   rq_dedup_slot *slots, *old;
   size_t cap, n, old_cap, old_n, mig;
@@ -188,6 +194,8 @@ struct rq_txn {
   msgpack_packer pk;
   rq_release_ent *release; /* leases to release after commit/abort */
   size_t nrelease, caprelease;
+  rq_dedup_move *moved; /* dedup table entries to put back unless committed */
+  size_t nmoved, capmoved;
 };
 
 int rq_mdb_err(int rc);
@@ -237,13 +245,17 @@ int rq_state_get(MDB_txn *txn, rq_env *env, uint64_t seq, rq_view *st);
  * the ready record seq, or logs it when seq is 0 (a record stored
  * elsewhere). leave: ready record seq, decoded in *v, is leaving `ready`:
  * its sighting, if still the id's latest and inside the window, goes into
- * the log. prune: removes a bite of expired entries. */
+ * the log. prune: removes a bite of expired entries (the table entries it
+ * moves are noted in t->moved). */
 int rq_dedup_load(rq_env *env, MDB_txn *txn);
 void rq_dedup_free(rq_env *env);
 int rq_dedup_check(rq_env *env, MDB_txn *txn, const char *id, int64_t now_ms);
 int rq_dedup_record(rq_txn *t, const char *id, int64_t now_ms, uint64_t seq);
 int rq_dedup_leave(rq_txn *t, uint64_t seq, const rq_view *v);
 int rq_dedup_prune(rq_txn *t);
+/* Puts back the table entries a batch that did not commit moved (its
+ * `moved` list, taken out of the handle), newest first. */
+void rq_dedup_revert(rq_env *env, const rq_dedup_move *m, size_t n);
 /* FIFO lease index (rq_fifo.c); all under env->mu. lease: leases up to max
  * group heads, oldest first, through take(arg, seq, raw header, txn), which
  * returns 0 (leased), 1 (not leasable now) or <0 (error, returned). next_due:
