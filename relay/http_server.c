@@ -686,6 +686,15 @@ static int cb_header_field(http_parser *p, const char *at, size_t len) {
   http_conn *c = p->data;
   req_priv *r = c->cur;
   if (r->pub.method) return 0; /* chunked trailers: ignored */
+  /* RFC 9112 5.1: whitespace in or before the colon of a field name is a
+   * 400. http-parser's lenient token table lets a space through and would
+   * honour "Content-Length : 5" or "Transfer-Encoding : chunked", which a
+   * proxy in front may take for unknown headers and frame the message
+   * otherwise (request smuggling). */
+  if (memchr(at, ' ', len) || memchr(at, '\t', len)) {
+    c->reject = 400;
+    return -1;
+  }
   if (!r->last_field) {
     /* A new header: terminate what came before (target or last value). */
     if (count_header_bytes(c, len + 4) < 0) return -1;
