@@ -1040,6 +1040,21 @@ static void on_sweep(uv_timer_t *t) {
 
 /* ---- public ------------------------------------------------------------ */
 
+/* http-parser's own cap on a header section, process-wide: 80 KiB as
+ * built (HTTP_MAX_HEADER_SIZE). Below a larger max_header_bytes it would
+ * answer 431 first, so it is raised (never lowered) to leave the binding
+ * limit to count_header_bytes(). The slack covers what the parser counts
+ * and we do not (request line, separators, optional whitespace). */
+static uint32_t parser_header_max = HTTP_MAX_HEADER_SIZE; /* servers are made one at a time */
+
+static void raise_parser_header_limit(size_t max_header_bytes) {
+  uint64_t want = (uint64_t)max_header_bytes * 2 + 4096;
+  if (want > UINT32_MAX) want = UINT32_MAX;
+  if (want <= parser_header_max) return;
+  parser_header_max = (uint32_t)want;
+  http_parser_set_max_header_size(parser_header_max);
+}
+
 int http_server_new(http_server **out, uv_loop_t *loop, const http_server_options *opts) {
   if (!opts || !opts->on_request) return -EINVAL;
   http_server *s = calloc(1, sizeof *s);
@@ -1055,6 +1070,7 @@ int http_server_new(http_server **out, uv_loop_t *loop, const http_server_option
   if (!s->o.body_timeout_ms) s->o.body_timeout_ms = 30000;
   if (!s->o.idle_timeout_ms) s->o.idle_timeout_ms = 60000;
   if (!s->o.max_pipeline) s->o.max_pipeline = 64;
+  raise_parser_header_limit(s->o.max_header_bytes);
   http_parser_settings_init(&s->settings);
   s->settings.on_message_begin = cb_message_begin;
   s->settings.on_url = cb_url;
