@@ -20,10 +20,12 @@
 
 #include <errno.h>
 #include <http_parser.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "log.h"
@@ -35,6 +37,11 @@
  * once (4xx) are never "outstanding", so without this a client that only
  * sends could make the server buffer an answer for every request. */
 #define OUT_HIGH_WATER (1u << 20)
+/* Descriptors the rest of the process may need besides the listeners'
+ * connections (queue, logs, SNS and credential connections), and the most
+ * the soft open-file limit is raised to. */
+#define NOFILE_RESERVE 256
+#define NOFILE_CAP ((rlim_t)1 << 20)
 
 typedef struct http_conn http_conn;
 
@@ -121,6 +128,7 @@ struct http_server {
   uv_check_t check;
   uv_idle_t idle;   /* active while output waits: the loop must not sleep */
   int listening;
+  int counted_nofile; /* max_connections is in nofile_budget */
   int accepting;
   int port;
   http_conn *conns;
@@ -1104,11 +1112,45 @@ int http_server_new(http_server **out, uv_loop_t *loop, const http_server_option
   return 0;
 }
 
+/* The max_connections of every server listening in this process. */
+static _Atomic uint64_t nofile_budget;
+
+/* Each connection is a descriptor. systemd (DefaultLimitNOFILE=1024:524288)
+ * and recent Docker start services with a soft RLIMIT_NOFILE of 1024, far
+ * below the hard one: past it accept() fails with EMFILE and libuv drops
+ * each new connection without a word, long before max_connections, while
+ * the admin listener and the SNS client cannot open sockets either (a
+ * failing /healthz under a burst of webhooks). So the soft limit is raised
+ * to the hard one, as systemd.exec(5) asks of programs that need more
+ * (nothing here uses select()); a hard limit still too low is logged. */
+static void ensure_nofile(http_server *s) {
+  uint64_t need = atomic_fetch_add(&nofile_budget, s->o.max_connections) + s->o.max_connections +
+                  NOFILE_RESERVE;
+  s->counted_nofile = 1;
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return;
+  rlim_t want = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > NOFILE_CAP ? NOFILE_CAP : rl.rlim_max;
+  if (rl.rlim_cur < want) {
+    struct rlimit nl = {want, rl.rlim_max};
+    if (setrlimit(RLIMIT_NOFILE, &nl) == 0) rl.rlim_cur = want;
+  }
+  if (rl.rlim_cur < need) {
+    char limit[24], conns[24];
+    snprintf(limit, sizeof limit, "%llu", (unsigned long long)rl.rlim_cur);
+    snprintf(conns, sizeof conns, "%u", s->o.max_connections);
+    rlog(LOG_WARN,
+         "open-file limit too low for the connection limit: new connections may be dropped and "
+         "SNS/admin sockets fail (raise LimitNOFILE / ulimit -n)",
+         "server", s->name, "#nofile_limit", limit, "#max_connections", conns, NULL);
+  }
+}
+
 int http_server_listen(http_server *s, const struct sockaddr *addr) {
   if (!addr || (addr->sa_family != AF_INET && addr->sa_family != AF_INET6)) return -EINVAL;
   int rc = uv_tcp_bind(&s->listener, addr, 0);
   if (rc == 0) rc = uv_listen((uv_stream_t *)&s->listener, 1024, on_connection);
   if (rc < 0) return rc;
+  if (!s->counted_nofile) ensure_nofile(s);
   struct sockaddr_storage got;
   int len = sizeof got;
   if (uv_tcp_getsockname(&s->listener, (struct sockaddr *)&got, &len) == 0) {
@@ -1162,6 +1204,7 @@ static void maybe_finish(http_server *s) {
     return;
   }
   if (s->handles_open == 0) {
+    if (s->counted_nofile) atomic_fetch_sub(&nofile_budget, s->o.max_connections);
     void (*done)(void *) = s->done;
     void *arg = s->done_arg;
     while (s->pool) {

@@ -112,7 +112,11 @@ int http_server_new(http_server **out, uv_loop_t *loop, const http_server_option
 /* Binds and listens on addr (IPv4 or IPv6; port 0 picks a free port, see
  * http_server_port()). Configuration strings are parsed by the one parser,
  * cfg_parse_listen() in config.h. Returns 0 or a negative errno
- * (-EADDRINUSE, -EINVAL for an address family other than IPv4/IPv6). */
+ * (-EADDRINUSE, -EINVAL for an address family other than IPv4/IPv6).
+ * Every connection is a descriptor: listening raises the process's soft
+ * RLIMIT_NOFILE to its hard limit (at most 2^20), and logs a warning when
+ * that is still below the max_connections of all listening servers plus a
+ * reserve for the rest of the process. */
 struct sockaddr;
 int http_server_listen(http_server *s, const struct sockaddr *addr);
 
