@@ -124,6 +124,9 @@ sns_outcome sns_classify(const char *code, long http_status, int sender_fault);
  * Details: a 2xx whose body is not the expected XML, or a batch answer that
  * does not mention an entry, gives that entry (or all) SNS_RETRY
  * "MalformedResponse" (at-least-once: a retry may duplicate, never lose).
+ * A member is placed only by an Id exactly as sent ("0".."9": "01" places
+ * nothing), and an entry listed both Successful and Failed is retried the
+ * same way.
  * A non-2xx answer gives every entry the same result as *overall; its code
  * is the AWS Error/Code, or "HTTP<status>" when the body has none (then the
  * status classifies). "InvalidParameter" whose message names the TopicArn

@@ -186,7 +186,7 @@ typedef struct {
   /* batch bookkeeping, filled as members close */
   size_t n;
   sns_result *results;
-  int seen[SNS_MAX_BATCH];
+  int seen[SNS_MAX_BATCH]; /* 0 not listed, 1 Successful, 2 Failed */
   long status;
   int entries_bad; /* a member with an id we could not place */
 } x_state;
@@ -252,20 +252,32 @@ static void set_result(sns_result *r, sns_outcome o, long status, const char *co
   copy_str(r->message_id, sizeof r->message_id, mid);
 }
 
-/* A PublishBatch member closed: place it by its Id ("0".."n-1"). */
+/* A PublishBatch member closed: place it by its Id, exactly one of the
+ * "0".."n-1" the request sent ("01" is not "1": it acknowledges nothing). */
 static void finish_member(x_state *x, int failed) {
   const char *id = x->cur.id;
   char *end;
-  if (!x->results || !*id || strspn(id, "0123456789") != strlen(id) || strlen(id) > 3) {
+  if (!x->results || !*id || strspn(id, "0123456789") != strlen(id) || strlen(id) > 3 ||
+      (id[0] == '0' && id[1])) {
     x->entries_bad = 1;
     return;
   }
   unsigned long i = strtoul(id, &end, 10);
-  if (i >= x->n || x->seen[i]) {
+  if (i >= x->n) {
     x->entries_bad = 1;
     return;
   }
-  x->seen[i] = 1;
+  if (x->seen[i]) {
+    /* Listed again: the same verdict twice is harmless, but Successful
+     * and Failed for one entry leave its fate unknown, so it is retried
+     * (a duplicate at worst, never an ack or a DLQ entry on a guess). */
+    x->entries_bad = 1;
+    if ((x->seen[i] == 2) != failed)
+      set_result(&x->results[i], SNS_RETRY, x->status, "MalformedResponse",
+                 "entry both Successful and Failed in the PublishBatch answer", "");
+    return;
+  }
+  x->seen[i] = failed ? 2 : 1;
   if (!failed) {
     set_result(&x->results[i], SNS_OK, x->status, "", "", x->cur.message_id);
   } else {
