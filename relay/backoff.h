@@ -142,7 +142,9 @@ int64_t backoff_clock_credit(const backoff_clock *c, int64_t start_ms);
 /* 1 when the answer to a whole request says SNS itself is in trouble (no
  * answer, 5xx or timeout, throttled): the whole drainer backs off and
  * probes with one request, besides each event's own retry delay. A 200
- * with Failed entries (overall SNS_OK) is handled per entry only. */
+ * with Failed entries (overall SNS_OK) is handled per entry, unless every
+ * entry failed transiently: the drainer treats that as a whole request
+ * failed (SNS_THROTTLED when any entry was throttled, else SNS_RETRY). */
 int backoff_whole_drainer(sns_outcome overall);
 
 #endif

@@ -461,6 +461,7 @@ static void on_sns_done(void *arg, const sns_result *results, size_t n, const sn
   int any_throttled = overall->outcome == SNS_THROTTLED, any_config = 0;
   const sns_result *config_res = NULL, *err_res = NULL;
   uint64_t accepted = 0;
+  size_t transient = 0; /* entries that failed with SNS_RETRY or SNS_THROTTLED */
   for (size_t i = 0; i < r->n; i++) {
     /* A request-level failure applies to every entry, whatever the
      * per-entry slots say. */
@@ -472,6 +473,7 @@ static void on_sns_done(void *arg, const sns_result *results, size_t n, const sn
       d->st.failed_total++;
       err_res = res;
     }
+    if (res->outcome == SNS_RETRY || res->outcome == SNS_THROTTLED) transient++;
     switch (act) {
       case BACKOFF_ACK:
         accepted++;
@@ -512,11 +514,23 @@ static void on_sns_done(void *arg, const sns_result *results, size_t n, const sn
   }
   if (err_res) set_error(d, err_res->code, err_res->message);
 
+  /* A 200 in which every entry failed transiently (each one Failed with
+   * Throttled, say) is SNS failing the request as a whole, as a 5xx or a
+   * request-level Throttling would: the whole drainer backs off too.
+   * Retrying per entry only would send the rest of the backlog back to
+   * back while SNS throttles, and a probe answered so would end the
+   * backoff. */
+  sns_outcome whole = overall->outcome;
+  const sns_result *whole_res = overall;
+  if (whole == SNS_OK && r->n > 0 && transient == r->n) {
+    whole = any_throttled ? SNS_THROTTLED : SNS_RETRY;
+    whole_res = err_res;
+  }
   if (any_config) {
     set_error(d, config_res->code, config_res->message);
     blocked(d, r->probe, config_res->code);
-  } else if (backoff_whole_drainer(overall->outcome)) {
-    sns_trouble(d, r->probe, overall);
+  } else if (backoff_whole_drainer(whole)) {
+    sns_trouble(d, r->probe, whole_res);
   } else if (r->probe && d->mode != MODE_RUNNING) {
     /* Only an answer to the probe proves recovery; an older request that
      * finishes late does not. Any HTTP answer means SNS is reachable and
@@ -531,7 +545,7 @@ static void on_sns_done(void *arg, const sns_result *results, size_t n, const sn
       snprintf(c, sizeof c, "%u", d->aimd.cur);
       rlog(LOG_INFO, "SNS throttling: concurrency lowered", "#concurrency", c, NULL);
     }
-  } else if (overall->outcome == SNS_OK) {
+  } else if (whole == SNS_OK) {
     backoff_aimd_success(&d->aimd);
   }
   schedule(d, 0);

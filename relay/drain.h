@@ -22,7 +22,9 @@
  *            events without counting an attempt; 5xx/throttled ones nack
  *            them with their own retry delay. Events past
  *            RELAY_RETRY_MAX_AGE go to the DLQ (expired) meanwhile too.
- *            Failed entries inside a 200 only retry those events.
+ *            Failed entries inside a 200 only retry those events, unless
+ *            every entry of the request failed transiently (each one
+ *            Failed with Throttled, say): that is a whole request failed.
  *   paused   operator pause (POST /v1/pause): nothing new is leased;
  *            requests already in flight finish and are settled normally
  *   blocked  configuration error (authorization, missing topic, KMS access,
