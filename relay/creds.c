@@ -47,6 +47,9 @@
 /* A failure that goes on unchanged at the cap is logged at WARN again this
  * often, so it stays visible without flooding. */
 #define CREDS_WARN_REPEAT_MS (10 * 60 * 1000)
+/* Longest sleep of the refresh thread while a refresh is scheduled, so it
+ * sees a wall-clock step (expiry is wall-clock time) without a caller. */
+#define CREDS_WALL_CHECK_MS (60 * 1000)
 
 #define IMDS_DEFAULT_ENDPOINT "http://169.254.169.254"
 #define IMDS_IPV6_ENDPOINT "http://[fd00:ec2::254]"
@@ -133,6 +136,11 @@ struct creds_provider {
   int have;
   char err[CREDS_ERR_MAX];
   int64_t next_refresh_ms; /* monotonic; 0 = nothing scheduled */
+  /* The same moment on the wall clock, which expiry is measured on. The
+   * two drift apart when the wall clock steps forward or the host was
+   * suspended (CLOCK_MONOTONIC stops meanwhile); whichever comes first
+   * triggers the refresh. 0 = nothing scheduled. */
+  time_t refresh_wall;
   int64_t last_attempt_ms;
   uint64_t retry_base_ms, retry_max_ms;
   unsigned failures; /* failed refreshes in a row */
@@ -1682,14 +1690,25 @@ static int cfg_init(creds_cfg *c, const creds_options *o) {
 }
 
 /* When to refresh credentials that expire at `exp`: 5 minutes before, or
- * half-way through their remaining life when that is shorter. */
-static int64_t refresh_due(time_t exp) {
-  if (exp == 0) return 0;
-  long life = (long)(exp - time(NULL));
+ * half-way through their remaining life when that is shorter. Sets the
+ * monotonic and wall-clock due times (0 when they never expire). */
+static void schedule_refresh(creds_provider *p, time_t exp) {
+  p->next_refresh_ms = 0;
+  p->refresh_wall = 0;
+  if (exp == 0) return;
+  time_t now = time(NULL);
+  long life = (long)(exp - now);
   long margin = life / 2 < CREDS_REFRESH_MARGIN_S ? life / 2 : CREDS_REFRESH_MARGIN_S;
   long delay = life - margin;
   if (delay < 1) delay = 1;
-  return mono_ms() + (int64_t)delay * 1000;
+  p->next_refresh_ms = mono_ms() + (int64_t)delay * 1000;
+  p->refresh_wall = now + delay;
+}
+
+/* Whether the wall clock says the scheduled refresh is due (mu held). Only
+ * while not failing: then the retry backoff decides. */
+static int wall_refresh_due(const creds_provider *p, time_t now) {
+  return p->failures == 0 && p->refresh_wall != 0 && now >= p->refresh_wall;
 }
 
 /* Nominal gap before the next attempt after `failures` failures in a row:
@@ -1752,6 +1771,7 @@ static void *refresh_main(void *arg) {
       int64_t soonest = p->last_attempt_ms + (int64_t)p->retry_base_ms;
       if (!due || soonest < due) due = soonest < now ? now : soonest;
     }
+    if (wall_refresh_due(p, time(NULL))) due = now;
     if (!due || due > now) {
       if (!due) {
         pthread_cond_wait(&p->cv, &p->mu);
@@ -1759,6 +1779,9 @@ static void *refresh_main(void *arg) {
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
         int64_t wait = due - now;
+        /* A wall-clock step is only noticed awake, or when creds_get()
+         * wakes us: look at least this often, even without callers. */
+        if (p->refresh_wall && wait > CREDS_WALL_CHECK_MS) wait = CREDS_WALL_CHECK_MS;
         ts.tv_sec += wait / 1000;
         ts.tv_nsec += (long)(wait % 1000) * 1000000L;
         if (ts.tv_nsec >= 1000000000L) {
@@ -1786,7 +1809,7 @@ static void *refresh_main(void *arg) {
       p->cur = fresh;
       p->have = 1;
       p->err[0] = '\0';
-      p->next_refresh_ms = refresh_due(fresh.expiration);
+      schedule_refresh(p, fresh.expiration);
       secure_zero(&fresh, sizeof fresh);
       if (p->failures > 0) {
         char n[16];
@@ -1866,7 +1889,7 @@ int creds_provider_new(creds_provider **out, const creds_options *opts, char *er
   p->have = 1;
   secure_zero(&c, sizeof c);
   p->last_attempt_ms = mono_ms();
-  p->next_refresh_ms = refresh_due(p->cur.expiration);
+  schedule_refresh(p, p->cur.expiration);
   rc = pthread_create(&p->thread, NULL, refresh_main, p);
   if (rc != 0) {
     provider_destroy(p);
@@ -1893,6 +1916,9 @@ int creds_get(creds_provider *p, aws_creds *out, char *errbuf, size_t errlen) {
       snprintf(errbuf, errlen, "AWS credentials expired; %s%s",
                p->err[0] ? "last refresh failed: " : "refresh in progress", p->err);
   }
+  /* The refresh thread sleeps on the monotonic clock and cannot see a
+   * wall-clock step; the callers asking for credentials wake it. */
+  if (wall_refresh_due(p, now)) pthread_cond_signal(&p->cv);
   pthread_mutex_unlock(&p->mu);
   return rc;
 }
