@@ -18,6 +18,7 @@
  * that was answered 2xx is already on disk, so this loses nothing acked.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -359,9 +360,28 @@ static int open_queue(relayd *r) {
   return 0;
 }
 
+/* Started with stdin, stdout or stderr closed (`relayd <&- >&- 2>&-`, a
+ * supervisor that closes them), the first descriptors opened would take
+ * those numbers: libuv's signal pipe became fd 2, log lines filled it and
+ * the next one blocked the loop for good. /dev/null holds the places, so
+ * log lines go nowhere instead. 0, or -errno when they cannot be held. */
+static int hold_std_fds(void) {
+  for (int fd = 0; fd <= 2; fd++) {
+    if (fcntl(fd, F_GETFD) >= 0 || errno != EBADF) continue;
+    int nfd = open("/dev/null", O_RDWR);
+    if (nfd < 0) return -errno;
+    if (nfd != fd) { /* lowest free number: only if another thread raced */
+      close(nfd);
+      return -EBADF;
+    }
+  }
+  return 0;
+}
+
 int main(int argc, char **argv) {
   static relayd r;
   char err[512] = "";
+  if (hold_std_fds() < 0) return 1; /* nowhere to say why: stderr is what is missing */
   signal(SIGPIPE, SIG_IGN);
   int rc = cfg_load(&r.cfg, argc, argv, NULL, NULL, err, sizeof err);
   if (rc == 1) return 0;
