@@ -89,6 +89,9 @@ wait_log() { # PATTERN SECS WHAT
 # Starts relayd with extra env and waits for "relayd ready" (sets pid).
 start_until_ready() {
   rm -rf "$tmp/data"
+  # Emptied here, not by the background redirection: that runs later, and
+  # wait_log could meanwhile find the previous run's "relayd ready".
+  : >"$tmp/err"
   env -i "${base_env[@]}" "$@" "$relayd" 2>"$tmp/err" &
   pid=$!
   wait_log '"msg":"relayd ready"' 10 "start-up ($*)"
