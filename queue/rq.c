@@ -318,10 +318,34 @@ static int init_layout(rq_env *env, MDB_txn *txn) {
   return rq_counters_store(txn, &c);
 }
 
+/* LMDB sizes a new lock.mdb with ftruncate() and initialises it through a
+ * shared mapping: on a full disk the first write to the mapping finds no
+ * block and the process dies of SIGBUS, with no word of why. Allocating the
+ * blocks first turns that into ENOSPC. The size is LMDB's own for 254
+ * readers on 4 KiB-aligned, 64-byte reader slots (253 * 64 + 192), so the
+ * file is the one LMDB would make. Other failures (a file system without
+ * fallocate) are left to LMDB. Returns 0 or an errno (LMDB's convention). */
+#define RQ_LOCK_FILE_BYTES 16384
+static int reserve_lock_file(const rq_env *env) {
+  char path[PATH_MAX];
+  if (snprintf(path, sizeof path, "%s/lock.mdb", env->dir) >= (int)sizeof path) return 0;
+  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return 0; /* LMDB will say why */
+  struct stat st;
+  int rc = 0;
+  if (fstat(fd, &st) == 0 && st.st_size < RQ_LOCK_FILE_BYTES) {
+    rc = posix_fallocate(fd, 0, RQ_LOCK_FILE_BYTES);
+    if (rc != ENOSPC && rc != EDQUOT) rc = 0;
+  }
+  close(fd);
+  return rc;
+}
+
 /* Creates and opens env->mdb on env->dir (map size from env->map_size
  * unless read-only). */
 static int mdb_open_dir(rq_env *env) {
   int rc;
+  if (!env->readonly && (rc = reserve_lock_file(env))) return rc;
   if ((rc = mdb_env_create(&env->mdb))) return rc;
   if ((rc = mdb_env_set_maxdbs(env->mdb, 8))) return rc;
   if ((rc = mdb_env_set_maxreaders(env->mdb, 254))) return rc;

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # relayd start-up edge cases; one case per run (argument):
+#   full_disk     a new data dir on a full file system: exit 1 with the
+#                 cause, not SIGBUS (see reserve_lock_file in queue/rq.c).
 #   closed_stdio  relayd started with stdin, stdout and stderr closed (as
 #                 `setsid relayd <&- >&- 2>&- &` or a supervisor that
 #                 closes them does): the descriptors libuv opens at start-up
@@ -124,6 +126,30 @@ PY
     wait_exit $((10 * slow))
     [ "$rc" = 0 ] || fail "SIGTERM: exit status $rc, want 0"
     echo "ok: closed stdio, relayd kept answering and exited 0"
+    ;;
+  full_disk)
+    # A new data dir on a full file system: LMDB made lock.mdb with
+    # ftruncate() and wrote it through a mapping, and relayd died of SIGBUS
+    # with no word; it must exit 1 naming the data dir and the cause.
+    # Needs a tmpfs mount (root); skipped where that is not allowed.
+    mnt="$tmp/full"
+    mkdir -p "$mnt"
+    if ! mount -t tmpfs -o size=256k tmpfs "$mnt" 2>/dev/null; then
+      echo "skipped: cannot mount a tmpfs here"
+      exit 0
+    fi
+    trap 'cleanup; umount "$mnt" 2>/dev/null || true' EXIT
+    mkdir "$mnt/data"
+    dd if=/dev/zero of="$mnt/fill" bs=4k 2>/dev/null || true
+    env -i "${base_env[@]}" RELAY_DATA_DIR="$mnt/data" RELAY_SNS_ENDPOINT=http://127.0.0.1:9 \
+      "$relayd" 2>"$tmp/err" &
+    pid=$!
+    wait_exit $((10 * slow))
+    cat "$tmp/err"
+    [ "$rc" = 1 ] || fail "exit status $rc on a full disk, want 1"
+    grep -q '"msg":"cannot open the queue".*"key":"RELAY_DATA_DIR".*No space left on device' "$tmp/err" ||
+      fail "no line naming RELAY_DATA_DIR and the full disk"
+    echo "ok: full disk, exit 1 with the cause"
     ;;
   *)
     fail "unknown case $case_name"
