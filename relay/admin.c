@@ -231,6 +231,12 @@ typedef struct {
   int have_rec;
   size_t moved, missing;
   size_t page; /* GET /v1/dlq: entries to answer (f.limit is one more) */
+  /* Metrics and stats: the drainer's status, read on the loop thread when
+   * the request arrived. Never read it after the pool hop: on SIGTERM
+   * relayd frees the drainer before it closes the admin API, so a job still
+   * counting a large DLQ would read freed memory when it answers. */
+  int have_ds;
+  drain_status ds;
 } job;
 
 /* {"all":true} in pages, each its own write transaction: in one, a DLQ of
@@ -297,8 +303,9 @@ static void job_run(uv_work_t *w) {
 
 static void finish_close(admin *a);
 
-static void drainer_json(admin *a, json_object *o) {
-  if (!a->drain) {
+static void drainer_json(const job *j, json_object *o) {
+  admin *a = j->a;
+  if (!j->have_ds) {
     /* Not publishing yet (no credentials): events stay queued, which is
      * what "blocked" means to an operator. */
     json_object_object_add(o, "drainer", json_object_new_string("blocked"));
@@ -312,8 +319,7 @@ static void drainer_json(admin *a, json_object *o) {
     }
     return;
   }
-  drain_status ds;
-  drain_get_status(a->drain, &ds);
+  const drain_status ds = j->ds;
   json_object_object_add(o, "drainer", json_object_new_string(drain_state_name(ds.state)));
   json_object_object_add(o, "paused", json_object_new_boolean(ds.operator_paused));
   if (ds.last_error.code[0] || ds.last_error.message[0]) {
@@ -364,9 +370,8 @@ static void answer_metrics(job *j) {
     s.map_size = j->st.map_size;
   }
   s.ready = j->rc == 0 && !not_ready_reason(a, j->over);
-  drain_status ds;
-  if (a->drain) {
-    drain_get_status(a->drain, &ds);
+  if (j->have_ds) {
+    const drain_status ds = j->ds;
     s.drainer_state = drain_state_name(ds.state);
     s.concurrency = ds.concurrency;
     s.concurrency_max = ds.max_concurrency;
@@ -393,8 +398,8 @@ static void answer_stats(job *j) {
   j->obj = NULL;
   json_object_object_add(o, "source", json_object_new_string("relayd"));
   json_object_object_add(o, "over_watermark", json_object_new_boolean(j->over == 1));
-  drainer_json(j->a, o);
-  if (!j->a->drain) admin_json_double(o, "publish_rate", (metrics_publish_rate(10)));
+  drainer_json(j, o);
+  if (!j->have_ds) admin_json_double(o, "publish_rate", (metrics_publish_rate(10)));
   admin_json_double(o, "receive_rate", (metrics_receive_rate(10)));
   metrics_totals mt;
   metrics_get_totals(&mt);
@@ -455,7 +460,9 @@ static void job_done(uv_work_t *w, int status) {
           int replay = j->kind == JOB_REPLAY;
           rlog(LOG_INFO, replay ? "dlq replayed" : "dlq purged", replay ? "#replayed" : "#purged",
                n1, "#missing", n2, NULL);
-          if (replay && j->moved && a->drain) drain_kick(a->drain);
+          /* Not once stopping: relayd frees the drainer before it closes
+           * this API, and the events are published after the restart. */
+          if (replay && j->moved && a->drain && !atomic_load(&a->stopping)) drain_kick(a->drain);
           json_object *o = json_object_new_object();
           admin_json_u64(o, replay ? "replayed" : "purged", j->moved);
           admin_json_u64(o, "missing", j->missing);
@@ -484,6 +491,10 @@ static job *job_new(admin *a, http_request *req, job_kind kind) {
   j->kind = kind;
   j->now = now_ms();
   j->work.data = j;
+  if ((kind == JOB_METRICS || kind == JOB_STATS) && a->drain) {
+    drain_get_status(a->drain, &j->ds);
+    j->have_ds = 1;
+  }
   return j;
 }
 
