@@ -280,6 +280,11 @@ static void on_sns_closed(void *arg) {
 static void on_drain_closed(void *arg) {
   relayd *r = arg;
   r->drn = NULL;
+  /* The drainer is freed; the admin API answers until it closes last. */
+  if (r->adm) {
+    admin_set_blocked(r->adm, "ShuttingDown", "relayd is shutting down");
+    admin_set_drain(r->adm, NULL);
+  }
   if (r->sns) sns_client_close(r->sns, on_sns_closed, r);
   else on_sns_closed(r);
 }
