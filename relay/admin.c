@@ -312,7 +312,7 @@ static void drainer_json(const job *j, json_object *o) {
     if (a->blocked_reason[0]) {
       char buf[600];
       snprintf(buf, sizeof buf, "%s: %s", a->blocked_code, a->blocked_reason);
-      json_object_object_add(o, "last_error", json_object_new_string(buf));
+      admin_json_str(o, "last_error", buf);
       admin_json_str(o, "last_error_code", a->blocked_code);
     } else {
       json_object_object_add(o, "last_error", NULL);
@@ -328,7 +328,7 @@ static void drainer_json(const job *j, json_object *o) {
       snprintf(buf, sizeof buf, "%s: %s", ds.last_error.code, ds.last_error.message);
     else
       snprintf(buf, sizeof buf, "%s", ds.last_error.code);
-    json_object_object_add(o, "last_error", json_object_new_string(buf));
+    admin_json_str(o, "last_error", buf);
     admin_json_str(o, "last_error_code", ds.last_error.code);
     admin_json_time(o, "last_error_at", ds.last_error.at_ms);
   } else {
@@ -653,7 +653,7 @@ static void test_sns_done(void *arg, int err, const sns_result *res) {
   char buf[700];
   snprintf(buf, sizeof buf, "%s%s%s", code, *msg ? ": " : "", msg);
   json_object_object_add(o, "ok", json_object_new_boolean(0));
-  json_object_object_add(o, "error", json_object_new_string(buf));
+  admin_json_str(o, "error", buf);
   admin_json_str(o, "code", code);
   admin_json_str(o, "message", msg);
   if (res) {
@@ -675,7 +675,7 @@ static void reply_not_publishing(admin *a, http_request *req, int test_sns) {
     snprintf(buf, sizeof buf, "publishing is not running");
   json_object *o = json_object_new_object();
   if (test_sns) json_object_object_add(o, "ok", json_object_new_boolean(0));
-  json_object_object_add(o, "error", json_object_new_string(buf));
+  admin_json_str(o, "error", buf);
   if (test_sns && a->blocked_reason[0]) {
     admin_json_str(o, "code", code);
     admin_json_str(o, "message", a->blocked_reason);

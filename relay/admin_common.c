@@ -33,41 +33,72 @@ int admin_check_config(const relay_config *cfg, char *err, size_t errlen) {
 
 /* ---- JSON helpers --------------------------------------------------------- */
 
-/* Strict UTF-8 (no overlongs, no surrogates, nothing above U+10FFFF). */
+/* Length of the strict UTF-8 sequence (no overlongs, no surrogates,
+ * nothing above U+10FFFF) at s[i], or 0 when it is not one. */
+static size_t utf8_seq(const uint8_t *s, size_t n, size_t i) {
+  uint8_t c = s[i];
+  if (c < 0x80) return 1;
+  size_t len;
+  uint32_t cp;
+  if ((c & 0xE0) == 0xC0)
+    len = 2, cp = c & 0x1F;
+  else if ((c & 0xF0) == 0xE0)
+    len = 3, cp = c & 0x0F;
+  else if ((c & 0xF8) == 0xF0)
+    len = 4, cp = c & 0x07;
+  else
+    return 0;
+  if (i + len > n) return 0;
+  for (size_t k = 1; k < len; k++) {
+    if ((s[i + k] & 0xC0) != 0x80) return 0;
+    cp = (cp << 6) | (s[i + k] & 0x3F);
+  }
+  if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+      cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+    return 0;
+  return len;
+}
+
 static int valid_utf8(const uint8_t *s, size_t n) {
-  size_t i = 0;
-  while (i < n) {
-    uint8_t c = s[i];
-    if (c < 0x80) {
-      if (c == 0) return 0; /* a NUL would be cut by C string handling */
-      i++;
-      continue;
-    }
-    size_t len;
-    uint32_t cp;
-    if ((c & 0xE0) == 0xC0)
-      len = 2, cp = c & 0x1F;
-    else if ((c & 0xF0) == 0xE0)
-      len = 3, cp = c & 0x0F;
-    else if ((c & 0xF8) == 0xF0)
-      len = 4, cp = c & 0x07;
-    else
-      return 0;
-    if (i + len > n) return 0;
-    for (size_t k = 1; k < len; k++) {
-      if ((s[i + k] & 0xC0) != 0x80) return 0;
-      cp = (cp << 6) | (s[i + k] & 0x3F);
-    }
-    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
-        cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-      return 0;
+  for (size_t i = 0; i < n;) {
+    size_t len = s[i] ? utf8_seq(s, n, i) : 0; /* a NUL would be cut by C strings */
+    if (!len) return 0;
     i += len;
   }
   return 1;
 }
 
+/* JSON text must be UTF-8 (RFC 8259), and json-c copies a string's bytes
+ * as they are. Strings that reach the API from outside may not be: an
+ * X-Webhook-Id header is stored as sent, an SNS error message is cut at a
+ * fixed size. Each invalid byte becomes U+FFFD, so one bad field cannot
+ * make a whole listing unparseable. */
+static json_object *json_utf8_string(const char *v) {
+  const uint8_t *s = (const uint8_t *)v;
+  size_t n = strlen(v);
+  if (valid_utf8(s, n)) return json_object_new_string(v);
+  uint8_t *out = malloc(3 * n + 1); /* 1 byte -> at most 3 */
+  if (!out) return NULL;
+  size_t o = 0;
+  for (size_t i = 0; i < n;) {
+    size_t len = utf8_seq(s, n, i);
+    if (len) {
+      memcpy(out + o, s + i, len);
+      o += len;
+      i += len;
+    } else {
+      memcpy(out + o, "\xef\xbf\xbd", 3);
+      o += 3;
+      i++;
+    }
+  }
+  json_object *r = json_object_new_string_len((const char *)out, (int)o);
+  free(out);
+  return r;
+}
+
 void admin_json_str(json_object *o, const char *k, const char *v) {
-  json_object_object_add(o, k, v && *v ? json_object_new_string(v) : NULL);
+  json_object_object_add(o, k, v && *v ? json_utf8_string(v) : NULL);
 }
 
 void admin_json_u64(json_object *o, const char *k, uint64_t v) {
