@@ -150,9 +150,14 @@ static int offline_stats(const ctl *c, json_object **out) {
 
 /* ---- Commands ------------------------------------------------------------------ */
 
-static volatile sig_atomic_t interrupted;
+/* --watch ends on SIGINT/SIGTERM after the frame being printed; during a
+ * request it ends at once: a relayd that accepts but does not answer would
+ * otherwise hold relayctl for the whole request timeout (120 s), and a
+ * stats request has nothing to finish. */
+static volatile sig_atomic_t interrupted, fetching;
 static void on_sigint(int sig) {
   (void)sig;
+  if (fetching) _exit(CTL_OK);
   interrupted = 1;
 }
 
@@ -196,7 +201,13 @@ static int cmd_stats(const ctl *c, int argc, char **argv) {
   int tty = isatty(STDOUT_FILENO);
   while (!interrupted) {
     json_object *st = NULL;
-    int rc = fetch_stats(c, &st);
+    fetching = 1;
+    int rc = interrupted ? CTL_FAILED : fetch_stats(c, &st);
+    fetching = 0;
+    if (interrupted) {
+      json_object_put(st);
+      break;
+    }
     if (tty && !json) fputs("\033[H\033[2J", stdout); /* home + clear: refresh in place */
     if (rc == 0) {
       if (json)
