@@ -575,21 +575,28 @@ static int cmd_dlq_change(const ctl *c, int argc, char **argv, int replay) {
     if (bar) progress(replay ? "replaying" : "purging", sent, nids, t0);
   }
   if (bar) fputc('\n', stderr);
+  if (failed) {
+    /* The error is on stderr already; stdout carries results only. Say
+     * what was done before it, since that part stays done. */
+    if (sent)
+      fprintf(stderr, "relayctl: %s %zu of %zu DLQ entr%s before the error\n", field, moved, nids,
+              nids == 1 ? "y" : "ies");
+    free(ids);
+    return CTL_FAILED;
+  }
   if (d.json) {
     printf("{\"%s\":%zu,\"missing\":%zu}\n", field, moved, missing);
   } else {
     printf("%s %zu of %zu DLQ entr%s", field, moved, nids, nids == 1 ? "y" : "ies");
     if (missing) printf(" (%zu not found)", missing);
-    /* Only when the loop ran to its end: then moved + missing + skipped is
-     * the number of ids sent. */
-    if (!failed && nids > moved + missing)
+    /* moved + missing + skipped is the number of ids sent. */
+    if (nids > moved + missing)
       printf(" (%zu did not match --reason/--type)", nids - moved - missing);
     putchar('\n');
   }
   if (!d.all && missing)
     fprintf(stderr, "relayctl: %zu of the given ids are not in the DLQ (unknown id)\n", missing);
   free(ids);
-  if (failed) return CTL_FAILED;
   return (!d.all && missing) ? CTL_FAILED : CTL_OK;
 }
 
