@@ -699,7 +699,9 @@ static int token_ok(const admin *a, const http_request *req) {
 static void on_request(http_request *req, void *arg) {
   admin *a = arg;
   const char *p = req->path;
-  int get = strcmp(req->method, "GET") == 0;
+  /* HEAD wherever GET works (RFC 9110): uptime monitors probe with it. The
+   * server sends the GET answer's status and headers without the body. */
+  int get = strcmp(req->method, "GET") == 0 || strcmp(req->method, "HEAD") == 0;
   int post = strcmp(req->method, "POST") == 0;
 
   if (strcmp(p, "/healthz") == 0) {

@@ -21,6 +21,8 @@
  *                          while publishing is not running
  *   POST /v1/pause, /v1/resume
  *
+ * The GET routes answer HEAD too (the same status and headers, no body).
+ *
  * Every answer is JSON (except /metrics); errors are {"error":"..."} with a
  * 4xx/5xx status. When a token is configured every endpoint except /healthz
  * and /readyz needs "Authorization: Bearer <token>" (compared in constant
