@@ -239,6 +239,69 @@ void ctl_print_dlq_table(FILE *f, json_object *entries) {
   }
 }
 
+static void newline_indent(FILE *f, int depth) {
+  fputc('\n', f);
+  for (int i = 0; i < depth; i++) fputs("  ", f);
+}
+
+/* Pretty-prints valid JSON text by re-indenting its tokens, each copied as
+ * it is: printing a json-c parse of it instead clamps integers beyond 64
+ * bits, drops repeated keys and rewrites escapes, so the operator would
+ * see another body than the one stored and published. */
+static void print_json_reindented(FILE *f, const char *s) {
+  int depth = 0, in_str = 0;
+  for (const char *p = s; *p; p++) {
+    char c = *p;
+    if (in_str) {
+      fputc(c, f);
+      if (c == '\\' && p[1])
+        fputc(*++p, f);
+      else if (c == '"')
+        in_str = 0;
+      continue;
+    }
+    switch (c) {
+      case '"':
+        in_str = 1;
+        fputc(c, f);
+        break;
+      case '{':
+      case '[': {
+        const char *q = p + 1;
+        while (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r') q++;
+        fputc(c, f);
+        if (*q == (c == '{' ? '}' : ']')) { /* empty: {} and [] */
+          fputc(*q, f);
+          p = q;
+        } else {
+          newline_indent(f, ++depth);
+        }
+        break;
+      }
+      case '}':
+      case ']':
+        newline_indent(f, depth > 0 ? --depth : 0);
+        fputc(c, f);
+        break;
+      case ',':
+        fputc(c, f);
+        newline_indent(f, depth);
+        break;
+      case ':':
+        fputs(": ", f);
+        break;
+      case ' ':
+      case '\t':
+      case '\n':
+      case '\r':
+        break;
+      default:
+        fputc(c, f);
+    }
+  }
+  fputc('\n', f);
+}
+
 void ctl_print_dlq_entry(FILE *f, json_object *e, int pretty) {
   static const char *const keys[] = {"id",           "received_at", "type",    "cid",
                                      "channel_type", "channel_id",  "user_id", "webhook_id",
@@ -256,14 +319,10 @@ void ctl_print_dlq_entry(FILE *f, json_object *e, int pretty) {
   const char *b64 = ctl_get_str(e, "body_base64");
   if (body) {
     fputs("body:\n", f);
-    json_object *parsed = pretty ? json_tokener_parse(body) : NULL;
+    json_object *parsed = pretty ? json_tokener_parse(body) : NULL; /* only checks it is JSON */
     if (parsed) {
-      fputs(
-          json_object_to_json_string_ext(parsed, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED |
-                                                     JSON_C_TO_STRING_NOSLASHESCAPE),
-          f);
-      fputc('\n', f);
       json_object_put(parsed);
+      print_json_reindented(f, body);
     } else {
       fputs(body, f);
       if (!*body || body[strlen(body) - 1] != '\n') fputc('\n', f);
