@@ -177,7 +177,9 @@ static int cmd_stats(const ctl *c, int argc, char **argv) {
     else if (strcmp(argv[i], "--interval") == 0 && i + 1 < argc) {
       char *end;
       interval = strtod(argv[++i], &end);
-      if (*end || interval < 0.1 || interval > 3600)
+      /* Written as "not in range" so that NaN, which compares false with
+       * everything, is refused too (it made --watch loop without sleeping). */
+      if (*end || end == argv[i] || !(interval >= 0.1 && interval <= 3600))
         return usage_error(usage_stats, "bad --interval: %s", argv[i]);
     } else
       return usage_error(usage_stats, "unknown option: %s", argv[i]);
