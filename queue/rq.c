@@ -356,6 +356,39 @@ static int mdb_open_dir(rq_env *env) {
   return mdb_env_open(env->mdb, env->dir, MDB_NOTLS | (env->readonly ? MDB_RDONLY : 0), 0600);
 }
 
+/* Bytes kept free above live data for acks, nacks and dead-letters (rq.h,
+ * Capacity): map/32, at least 256 KiB, at most a quarter of the map. */
+static uint64_t map_reserve(uint64_t map) {
+  uint64_t r = map / 32;
+  if (r < (256u << 10)) r = 256u << 10;
+  if (r > map / 4) r = map / 4;
+  return r;
+}
+
+/* LMDB maps no less than the data it holds: a map_size under that (a
+ * RELAY_QUEUE_MAX_BYTES lowered below a backlog) becomes exactly the end of
+ * the data, with no page left for the copy-on-write of an ack. Pages a
+ * commit frees are reusable only two commits later, so once the few spare
+ * pages are gone no ack batch commits again: the backlog never drains and
+ * every leased event is published again and again. So when the data
+ * ends past the map `asked` for, the map reaches the reserve past its end.
+ * Appends and the watermark keep measuring against env->map_size, the map
+ * as opened. Writable envs, before any transaction of this process
+ * (LMDB's rule for resizing). */
+static int keep_headroom(rq_env *env, uint64_t asked) {
+  MDB_envinfo info;
+  MDB_stat st;
+  int rc = mdb_env_info(env->mdb, &info);
+  if (!rc) rc = mdb_env_stat(env->mdb, &st);
+  if (rc) return rc;
+  uint64_t psize = st.ms_psize, end = ((uint64_t)info.me_last_pgno + 1) * psize;
+  if (end <= asked) return 0; /* the reserve is inside the map asked for */
+  uint64_t want = end + map_reserve(info.me_mapsize);
+  want = (want + psize - 1) / psize * psize;
+  if ((uint64_t)info.me_mapsize >= want) return 0;
+  return mdb_env_set_mapsize(env->mdb, (size_t)want);
+}
+
 /* Replaces an environment LMDB declared unusable (MDB_PANIC: after a failed
  * meta page write it refuses every transaction, for good). Nothing of the
  * failed commit is left to undo: LMDB wrote the previous meta back, and the
@@ -368,10 +401,19 @@ static void env_reopen(rq_env *env, uint64_t seen) {
   pthread_rwlock_wrlock(&env->open_lk);
   if (env->opens == seen && !env->readonly) {
     env->opens++;
-    if (env->mdb) mdb_env_close(env->mdb);
+    /* The map as it was (keep_headroom may have raised it past map_size). */
+    MDB_envinfo was = {0};
+    if (env->mdb) {
+      mdb_env_info(env->mdb, &was);
+      mdb_env_close(env->mdb);
+    }
     env->mdb = NULL;
     MDB_txn *txn = NULL;
     int rc = mdb_open_dir(env);
+    if (!rc) rc = keep_headroom(env, env->map_size);
+    MDB_envinfo now;
+    if (!rc && !mdb_env_info(env->mdb, &now) && now.me_mapsize < was.me_mapsize)
+      rc = mdb_env_set_mapsize(env->mdb, was.me_mapsize);
     /* The DB handles need a transaction; a read one writes nothing. */
     if (!rc) rc = mdb_txn_begin(env->mdb, NULL, MDB_RDONLY, &txn);
     if (!rc && (rc = open_dbis(env, txn, 0)) == 0) {
@@ -495,6 +537,7 @@ int rq_env_open(rq_env **out, const char *dir, const rq_options *opts) {
   }
 
   if (!env->readonly) env->map_size = opts->map_size ? opts->map_size : RQ_DEFAULT_MAP;
+  uint64_t asked = env->map_size;
   if ((rc = mdb_open_dir(env))) goto fail_mdb;
   MDB_envinfo info;
   mdb_env_info(env->mdb, &info);
@@ -504,10 +547,8 @@ int rq_env_open(rq_env **out, const char *dir, const rq_options *opts) {
   /* Appends stop short of the map so that acks, nacks and dead-letters,
    * which need a few fresh pages to copy-on-write, can always commit:
    * a full map must never keep the drainer from freeing space. */
-  uint64_t reserve = env->map_size / 32;
-  if (reserve < (256u << 10)) reserve = 256u << 10;
-  if (reserve > env->map_size / 4) reserve = env->map_size / 4;
-  env->append_cap = env->map_size - reserve;
+  env->append_cap = env->map_size - map_reserve(env->map_size);
+  if (!env->readonly && (rc = keep_headroom(env, asked))) goto fail_mdb;
   env->grow_chunk = env->map_size / 64;
   if (env->grow_chunk < (256u << 10)) env->grow_chunk = 256u << 10;
   if (env->grow_chunk > (8u << 20)) env->grow_chunk = 8u << 20;

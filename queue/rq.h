@@ -49,9 +49,13 @@
  * they free space, so a full queue can always drain. LMDB itself may still
  * run out of pages (fragmentation, readers pinning old pages): that also
  * returns RQ_MAP_FULL, poisons the batch, and leaves committed data and the
- * environment intact. data.mdb grows ahead of LMDB in zero-filled steps
+ * environment intact. A map_size below the data already stored (a limit
+ * lowered under a backlog) maps that data plus the reserve, so the backlog
+ * still drains; appends are refused until live data is back under the
+ * cap. data.mdb grows ahead of LMDB in zero-filled steps
  * (map_size/64, 256 KiB to 8 MiB) so that commits rarely extend the file;
- * it never grows past map_size, and under steady append+ack it stops growing
+ * it never grows past map_size (but for that reserve above a larger
+ * backlog), and under steady append+ack it stops growing
  * because freed pages are reused.
  *
  * Caveats
