@@ -44,9 +44,13 @@
  * --------
  * Appends (and DLQ replays) are refused with RQ_MAP_FULL once live data
  * would pass map_size minus a reserve (map_size/32, at least 256 KiB, at
- * most a quarter). The reserve keeps acks, nacks and dead-letters working
- * in a full queue: they need a few fresh pages (copy-on-write) even though
- * they free space, so a full queue can always drain. LMDB itself may still
+ * most a quarter). The reserve keeps acks and nacks working in a full
+ * queue: they need a few fresh pages (copy-on-write) even though they free
+ * space, so a full queue can always drain. A dead-letter copies its whole
+ * body into the DLQ, and the ready copy's pages are reusable only two
+ * commits later: in a small full map large ones may not fit (RQ_MAP_FULL)
+ * until acks have freed space; relay/commit.c then takes them out of the
+ * batch so that the acks commit. LMDB itself may still
  * run out of pages (fragmentation, readers pinning old pages): that also
  * returns RQ_MAP_FULL, poisons the batch, and leaves committed data and the
  * environment intact. A map_size below the data already stored (a limit

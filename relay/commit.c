@@ -123,24 +123,41 @@ static int settle(commit_op *ops, const unsigned char *excluded, int rc) {
   return rc;
 }
 
-/* On a full map, appends cannot go in, but acks, nacks and dead-letters of
- * the same batch must: they are what frees the space. Returns 1 when there
- * were appends to take out (so a retry makes sense). */
-static int exclude_appends(commit_op *ops, unsigned char *excluded, int rc) {
+static int is_dead_letter(const commit_op *op) {
+  return op->kind == COMMIT_DEAD;
+}
+
+/* Takes the operations `pick` chooses out of the batch with result rc.
+ * Returns 1 when it took some and some are left (so a retry makes sense). */
+static int exclude(commit_op *ops, unsigned char *excluded, int rc,
+                   int (*pick)(const commit_op *op)) {
   unsigned i = 0;
   int any = 0, rest = 0;
   for (commit_op *op = ops; op; op = op->next_, i++) {
     if (excluded[i]) continue;
-    if (is_append(op)) {
+    if (pick(op)) {
       excluded[i] = 1;
       op->result = rc;
-      op->seq = op->rec.seq = 0;
+      if (is_append(op)) op->seq = op->rec.seq = 0;
       any = 1;
     } else {
       rest = 1;
     }
   }
   return any && rest;
+}
+
+/* On a full map, appends cannot go in, but acks and nacks of the same
+ * batch must: they are what frees the space. Appends go first; if the map
+ * is still full, dead-letters: each copies its whole body into the DLQ
+ * while the ready copy's pages become reusable only two commits later, so
+ * in a small map a few large ones (or the drainer's expiry sweep) do not
+ * fit, and they must not take the acks down with them. A dead-letter that
+ * fails is published again and dead-lettered later, once acks freed space.
+ * Returns 1 when a retry makes sense. */
+static int exclude_for_space(commit_op *ops, unsigned char *excluded, int rc) {
+  if (exclude(ops, excluded, rc, is_append)) return 1;
+  return exclude(ops, excluded, rc, is_dead_letter);
 }
 
 /* One write batch, one commit. A per-operation error or a full map takes
@@ -168,7 +185,7 @@ static int write_batch(rq_env *env, commit_op *ops, unsigned char *excluded) {
         op->result = r;
         if (is_append(op)) op->seq = op->rec.seq = 0;
         retry = 1;
-      } else if (r == RQ_MAP_FULL && exclude_appends(ops, excluded, r)) {
+      } else if (r == RQ_MAP_FULL && exclude_for_space(ops, excluded, r)) {
         retry = 1;
       } else {
         return settle(ops, excluded, r);
@@ -178,7 +195,7 @@ static int write_batch(rq_env *env, commit_op *ops, unsigned char *excluded) {
     if (retry) continue;
     rc = rq_txn_commit(t);
     if (rc == 0) return 0; /* each op keeps its own 0 / DUPLICATE / NOTFOUND */
-    if (rc == RQ_MAP_FULL && exclude_appends(ops, excluded, rc)) continue;
+    if (rc == RQ_MAP_FULL && exclude_for_space(ops, excluded, rc)) continue;
     return settle(ops, excluded, rc);
   }
 }

@@ -582,6 +582,64 @@ TEST(map_full_then_recovery_after_acks) {
   fx_close(&f);
 }
 
+/* A dead-letter copies its whole body into the DLQ, and the ready copy's
+ * pages become reusable only two commits later: in a small full map a
+ * large one does not fit. It must not take the ack of the same batch down
+ * with it (the ack is what frees space); it goes in once that space is
+ * reusable. */
+TEST(map_full_dead_letter_does_not_block_acks) {
+  fx f;
+  fx_open(&f, 8u << 20, 0);
+  size_t len = (1u << 20) + 1000;
+  uint8_t *big = malloc(len);
+  CHECK(big != NULL);
+  memset(big, 'x', len);
+  int n = 0, rc = 0;
+  while (!rc) { /* fill to the append cap */
+    rq_txn *t;
+    CHECK_INT(rq_txn_begin(f.env, &t), ==, 0);
+    rq_record r = {.received_ms = wall_ms(), .body = big, .body_len = len, .type = "t"};
+    if (!(rc = rq_txn_append(t, &r, NULL))) n++;
+    CHECK_INT(rq_txn_commit(t), ==, 0);
+  }
+  CHECK_INT(rc, ==, RQ_MAP_FULL);
+  CHECK(n >= 4);
+  free(big);
+  rq_record *recs;
+  CHECK_INT(rq_lease(f.env, INT64_MAX / 2, 4, 0, &recs), ==, 4);
+  uint64_t seq[4];
+  for (int i = 0; i < 4; i++) seq[i] = recs[i].seq;
+  rq_records_free(recs, 4);
+
+  top ts[2];
+  make_seq_op(&ts[0], &f, COMMIT_DEAD, seq[0]);
+  ts[0].op.reason = "rejected";
+  ts[0].op.code = "InvalidParameter";
+  ts[0].op.message = "bad";
+  make_seq_op(&ts[1], &f, COMMIT_ACK, seq[1]);
+  run_batch(&f, ts, 2);
+  CHECK_INT(ts[1].op.result, ==, 0); /* before: RQ_MAP_FULL with the dead-letter */
+  CHECK_INT(ts[0].op.result, ==, RQ_MAP_FULL);
+  CHECK_INT(stat_of(f.env).dlq, ==, 0);
+
+  /* As draining goes on, acks free more space (and make the first ack's
+   * pages reusable; the small pages each commit copies cut into those
+   * runs, and a body needs one contiguous run): then it goes in. */
+  for (int k = 0; k < 2; k++) {
+    make_seq_op(&ts[0], &f, COMMIT_ACK, seq[2 + k]);
+    run_batch(&f, ts, 1);
+    CHECK_INT(ts[0].op.result, ==, 0);
+  }
+  make_seq_op(&ts[0], &f, COMMIT_DEAD, seq[0]);
+  ts[0].op.reason = "rejected";
+  run_batch(&f, ts, 1);
+  CHECK_INT(ts[0].op.result, ==, 0);
+  rq_stats st = stat_of(f.env);
+  CHECK_INT(st.dlq, ==, 1);
+  CHECK_INT(st.ready, ==, (uint64_t)n - 4);
+  fx_close(&f);
+}
+
 TEST(max_batch_bounds_each_commit) {
   fx f;
   fx_open(&f, 0, 4);
