@@ -303,10 +303,10 @@ static void print_json_reindented(FILE *f, const char *s) {
 }
 
 void ctl_print_dlq_entry(FILE *f, json_object *e, int pretty) {
-  static const char *const keys[] = {"id",           "received_at", "type",    "cid",
-                                     "channel_type", "channel_id",  "user_id", "webhook_id",
-                                     "reason",       "code",        "message", "dead_at",
-                                     "attempts",     "last_error",  "size"};
+  static const char *const keys[] = {"id",           "received_at", "type",       "cid",
+                                     "channel_type", "channel_id",  "user_id",    "webhook_id",
+                                     "reason",       "code",        "message",    "dead_at",
+                                     "replayed_at",  "attempts",    "last_error", "size"};
   for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
     json_object *v;
     if (!json_object_object_get_ex(e, keys[i], &v) || !v) continue;
