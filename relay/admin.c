@@ -532,9 +532,11 @@ static void route_dlq_list(admin *a, http_request *req) {
   if (!bad && ((rc = query_get(req->query, "type", val, sizeof val)) < 0 ||
                (rc > 0 && set_filter_str(j->type, sizeof j->type, val, &j->has_type) < 0)))
     bad = "bad type";
+  /* An empty value ("?limit=&after=") means not given, as for reason and
+   * type: scripts fill these from variables that may be empty. */
   uint64_t v = DLQ_LIST_DEFAULT;
   if (!bad && ((rc = query_get(req->query, "limit", val, sizeof val)) < 0 ||
-               (rc > 0 && (admin_parse_u64(val, &v) < 0 || v == 0 || v > DLQ_LIST_MAX))))
+               (rc > 0 && *val && (admin_parse_u64(val, &v) < 0 || v == 0 || v > DLQ_LIST_MAX))))
     bad = "bad limit (1..1000)";
   /* One more than asked: whether it comes back tells if there is a next
    * page, so next_after is null on the last page. */
@@ -542,7 +544,7 @@ static void route_dlq_list(admin *a, http_request *req) {
   j->f.limit = (size_t)v + 1;
   v = 0;
   if (!bad && ((rc = query_get(req->query, "after", val, sizeof val)) < 0 ||
-               (rc > 0 && admin_parse_u64(val, &v) < 0)))
+               (rc > 0 && *val && admin_parse_u64(val, &v) < 0)))
     bad = "bad after (an entry id)";
   j->f.after_seq = v;
   if (bad) {
