@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "admin.h"
+#include "utf8.h"
 
 #define DLQ_COUNT_PAGE 256
 
@@ -33,30 +34,11 @@ int admin_check_config(const relay_config *cfg, char *err, size_t errlen) {
 
 /* ---- JSON helpers --------------------------------------------------------- */
 
-/* Length of the strict UTF-8 sequence (no overlongs, no surrogates,
- * nothing above U+10FFFF) at s[i], or 0 when it is not one. */
+/* Length of the character at s[i] (ASCII, or strict UTF-8), or 0 when the
+ * bytes are not one. */
 static size_t utf8_seq(const uint8_t *s, size_t n, size_t i) {
-  uint8_t c = s[i];
-  if (c < 0x80) return 1;
-  size_t len;
   uint32_t cp;
-  if ((c & 0xE0) == 0xC0)
-    len = 2, cp = c & 0x1F;
-  else if ((c & 0xF0) == 0xE0)
-    len = 3, cp = c & 0x0F;
-  else if ((c & 0xF8) == 0xF0)
-    len = 4, cp = c & 0x07;
-  else
-    return 0;
-  if (i + len > n) return 0;
-  for (size_t k = 1; k < len; k++) {
-    if ((s[i + k] & 0xC0) != 0x80) return 0;
-    cp = (cp << 6) | (s[i + k] & 0x3F);
-  }
-  if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
-      cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-    return 0;
-  return len;
+  return s[i] < 0x80 ? 1 : utf8_decode(s + i, n - i, &cp);
 }
 
 static int valid_utf8(const uint8_t *s, size_t n) {

@@ -8,6 +8,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "utf8.h"
+
 static log_level threshold = LOG_INFO;
 static int text_format = 0;
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
@@ -38,29 +40,6 @@ int log_enabled(log_level level) {
  * JSON object. */
 #define LINE_TAIL 16
 
-/* Length of the valid UTF-8 sequence at s (s[0] >= 0x80), or 0 when the
- * bytes are not one (overlong, surrogate, above U+10FFFF, cut short). */
-static size_t utf8_seq(const unsigned char *s) {
-  unsigned c = s[0];
-  size_t k;
-  unsigned cp, min;
-  if (c >= 0xc2 && c <= 0xdf) {
-    k = 1, cp = c & 0x1f, min = 0x80;
-  } else if (c >= 0xe0 && c <= 0xef) {
-    k = 2, cp = c & 0x0f, min = 0x800;
-  } else if (c >= 0xf0 && c <= 0xf4) {
-    k = 3, cp = c & 0x07, min = 0x10000;
-  } else {
-    return 0;
-  }
-  for (size_t j = 1; j <= k; j++) {
-    if ((s[j] & 0xc0) != 0x80) return 0; /* also stops at the NUL */
-    cp = (cp << 6) | (s[j] & 0x3f);
-  }
-  if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
-  return k + 1;
-}
-
 /* Appends s escaped, never past lim and never splitting a character:
  * values come from files, the network and events, and a log collector
  * drops a line that is not valid UTF-8 JSON. JSON mode escapes '"', '\\'
@@ -74,6 +53,7 @@ static size_t put_escaped(char *buf, size_t n, size_t lim, const char *s, int js
     char tmp[8];
     size_t tl = 0, adv = 1;
     unsigned c = *p;
+    uint32_t cp;
     if (json && (c == '"' || c == '\\')) {
       tmp[tl++] = '\\';
       tmp[tl++] = (char)c;
@@ -84,7 +64,7 @@ static size_t put_escaped(char *buf, size_t n, size_t lim, const char *s, int js
       tl = 6;
     } else if (c < 0x80) {
       tmp[tl++] = (char)c;
-    } else if ((adv = utf8_seq(p)) > 0) {
+    } else if ((adv = utf8_decode(p, SIZE_MAX, &cp)) > 0) {
       memcpy(tmp, p, adv);
       tl = adv;
     } else {

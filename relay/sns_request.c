@@ -18,6 +18,7 @@
 #include <openssl/sha.h>
 
 #include "sns.h"
+#include "utf8.h"
 
 const char *sns_outcome_name(sns_outcome o) {
   switch (o) {
@@ -49,17 +50,9 @@ static int present(const char *s) {
 static size_t xml_char_len(const unsigned char *p) {
   unsigned c = p[0];
   if (c < 0x80) return (c >= 0x20 || c == '\t' || c == '\n' || c == '\r') ? 1 : 0;
-  size_t n = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 ? 2 : 0;
-  if (!n || c > 0xf4) return 0;
-  uint32_t cp = c & (0x3f >> (n - 1));
-  for (size_t i = 1; i < n; i++) {
-    if ((p[i] & 0xc0) != 0x80) return 0; /* also stops at the NUL */
-    cp = (cp << 6) | (p[i] & 0x3f);
-  }
-  static const uint32_t min[5] = {0, 0, 0x80, 0x800, 0x10000};
-  if (cp < min[n] || cp > 0x10ffff) return 0; /* overlong, too big */
-  if ((cp >= 0xd800 && cp <= 0xdfff) || cp == 0xfffe || cp == 0xffff) return 0;
-  return n;
+  uint32_t cp;
+  size_t n = utf8_decode(p, SIZE_MAX, &cp);
+  return n && cp != 0xfffe && cp != 0xffff ? n : 0;
 }
 
 int sns_attr_value_ok(const char *s) {
