@@ -48,8 +48,9 @@ export function fixture(name) {
 }
 
 // Starts relayd; resolves once "relayd ready" was logged, with the ports
-// taken from its own log lines (listeners bound to port 0).
-export function startRelayd(dataDir, extraEnv = {}) {
+// taken from its own log lines (listeners bound to port 0). softNofile:
+// run it under `ulimit -Sn softNofile`.
+export function startRelayd(dataDir, extraEnv = {}, { softNofile } = {}) {
   const env = {
     PATH: process.env.PATH,
     RELAY_LISTEN: '127.0.0.1:0',
@@ -69,7 +70,11 @@ export function startRelayd(dataDir, extraEnv = {}) {
   };
   if (process.env.ASAN_OPTIONS) env.ASAN_OPTIONS = process.env.ASAN_OPTIONS;
   if (process.env.UBSAN_OPTIONS) env.UBSAN_OPTIONS = process.env.UBSAN_OPTIONS;
-  const proc = spawn(path.join(BIN, 'relayd'), [], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+  const relayd = path.join(BIN, 'relayd');
+  const opts = { env, stdio: ['ignore', 'ignore', 'pipe'] };
+  const proc = softNofile
+    ? spawn('/bin/sh', ['-c', `ulimit -Sn ${softNofile} && exec "$0"`, relayd], opts)
+    : spawn(relayd, [], opts);
   const r = { proc, logs: [], port: 0, adminPort: 0 };
   started.add(proc);
   r.exited = new Promise((resolve) => proc.on('exit', (code, signal) => { started.delete(proc); resolve({ code, signal }); }));

@@ -9,11 +9,11 @@
 // either: /healthz failed, so an orchestrator would restart relayd under a
 // burst of webhook connections. The soft limit here (128) stands for 1024,
 // the connections (300, RELAY_HTTP_MAX_CONNECTIONS=400) for a burst.
-import { spawn, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import net from 'node:net';
 import path from 'node:path';
 import fs from 'node:fs';
-import { BIN, TMP, API_KEY, SECRET, check, fail, sign, request, event } from './ingest_lib.mjs';
+import { TMP, API_KEY, check, fail, sign, request, event, startRelayd } from './ingest_lib.mjs';
 
 const SOFT = 128;
 const CONNS = 300;
@@ -22,50 +22,6 @@ const hard = execFileSync('/bin/sh', ['-c', 'ulimit -Hn'], { encoding: 'utf8' })
 if (hard !== 'unlimited' && Number(hard) < 4096) {
   console.log(`skipped: hard open-file limit ${hard} is too low for this scenario`);
   process.exit(0);
-}
-
-// relayd under `ulimit -Sn SOFT`; resolves once ready, with its ports.
-function startLimited(dataDir, extraEnv) {
-  const env = {
-    PATH: process.env.PATH,
-    RELAY_LISTEN: '127.0.0.1:0',
-    RELAY_ADMIN_LISTEN: '127.0.0.1:0',
-    RELAY_DATA_DIR: dataDir,
-    RELAY_STREAM_API_KEY: API_KEY,
-    RELAY_STREAM_API_SECRET: SECRET,
-    RELAY_SNS_TOPIC_ARN: 'arn:aws:sns:us-east-1:000000000000:relay-test',
-    RELAY_SNS_ENDPOINT: 'http://127.0.0.1:9', // nothing listens: events stay queued
-    AWS_ACCESS_KEY_ID: 'AKIDTEST',
-    AWS_SECRET_ACCESS_KEY: 'test-secret',
-    AWS_EC2_METADATA_DISABLED: 'true',
-    ...extraEnv,
-  };
-  if (process.env.ASAN_OPTIONS) env.ASAN_OPTIONS = process.env.ASAN_OPTIONS;
-  if (process.env.UBSAN_OPTIONS) env.UBSAN_OPTIONS = process.env.UBSAN_OPTIONS;
-  const proc = spawn('/bin/sh', ['-c', `ulimit -Sn ${SOFT} && exec "$0"`, path.join(BIN, 'relayd')],
-    { env, stdio: ['ignore', 'ignore', 'pipe'] });
-  process.on('exit', () => { if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL'); });
-  const r = { proc, logs: [], port: 0, adminPort: 0 };
-  r.exited = new Promise((resolve) => proc.on('exit', (code, signal) => resolve({ code, signal })));
-  return new Promise((resolve, reject) => {
-    let buf = '';
-    const timer = setTimeout(() => reject(new Error('relayd not ready:\n' + r.logs.join('\n'))), 20000);
-    proc.stderr.on('data', (d) => {
-      buf += d.toString();
-      let i;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        r.logs.push(line);
-        let o;
-        try { o = JSON.parse(line); } catch { continue; }
-        if (o.msg === 'ingest listening') r.port = o.port;
-        if (o.msg === 'admin listening') r.adminPort = o.port;
-        if (o.msg === 'relayd ready') { clearTimeout(timer); resolve(r); }
-      }
-    });
-    r.exited.then((e) => { clearTimeout(timer); reject(new Error(`relayd exited ${JSON.stringify(e)}:\n` + r.logs.join('\n'))); });
-  });
 }
 
 function connect(port) {
@@ -99,7 +55,7 @@ function post(s, i) {
 async function openFileLimit() {
   const dir = path.join(TMP, 'nofile');
   fs.mkdirSync(dir);
-  const r = await startLimited(dir, { RELAY_HTTP_MAX_CONNECTIONS: '400' });
+  const r = await startRelayd(dir, { RELAY_HTTP_MAX_CONNECTIONS: '400' }, { softNofile: SOFT });
   const socks = await Promise.all(Array.from({ length: CONNS }, () => connect(r.port)));
   check(socks.every(Boolean), 'every connection was made');
   const results = await Promise.all(socks.map((s, i) => post(s, i)));
